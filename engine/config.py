@@ -1,0 +1,275 @@
+"""Every setting of a run, as dataclasses, with validation and a JSON round trip.
+
+One `RunConfig` flows from the GUI panels (or the CLI flags) to the worker and the engine. `validate()`
+raises `ConfigError` naming the field, the value and the allowed range; it never raises anything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+MIXINGS = ("linear", "polynomial", "sigmoid", "mlp")
+SIGMOID_KINDS = ("logistic", "tanh")
+ACTIVATIONS = ("tanh", "relu", "leaky_relu", "elu", "softplus", "sigmoid")
+ESTIMATORS = ("mle-quadrature", "mle-adaptive", "mle-importance", "mle-mcem", "vae", "iwae")
+MLE_ESTIMATORS = ESTIMATORS[:4]
+VAE_ESTIMATORS = ESTIMATORS[4:]
+PROPOSALS = ("prior", "laplace")
+SAMPLERS = ("langevin", "hmc")
+SIGMA_MODES = ("shared", "per_dim")
+VAE_SIGMA_UPDATES = ("learned", "closed_form")
+SCHEDULES = ("constant", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A setting outside its allowed range. `field` is the dotted path, e.g. `simulation.sigma`."""
+
+    def __init__(self, field: str, value: Any, allowed: str):
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{field}: got {value!r}; {allowed}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _int_in(path: str, v: Any, lo: int, hi: int) -> None:
+    if not _is_int(v) or not lo <= v <= hi:
+        raise ConfigError(path, v, f"expected an integer from {lo} to {hi}")
+
+
+def _real_in(path: str, v: Any, lo: float, hi: float, *, open_lo: bool = False) -> None:
+    ok = _is_real(v) and (v > lo if open_lo else v >= lo) and v <= hi
+    if not ok:
+        bracket = "(" if open_lo else "["
+        raise ConfigError(path, v, f"expected a number in {bracket}{lo:g}, {hi:g}]")
+
+
+def _choice(path: str, v: Any, options: tuple[str, ...]) -> None:
+    if v not in options:
+        raise ConfigError(path, v, f"expected one of {', '.join(options)}")
+
+
+def _bool(path: str, v: Any) -> None:
+    if not isinstance(v, bool):
+        raise ConfigError(path, v, "expected true or false")
+
+
+def _layers(path: str, v: Any, *, allow_empty: bool) -> None:
+    ok = isinstance(v, (tuple, list)) and all(_is_int(h) and 1 <= h <= 4096 for h in v) and len(v) <= 8
+    if not ok or (not allow_empty and len(v) == 0):
+        need = "" if allow_empty else "at least one, "
+        raise ConfigError(path, v, f"expected {need}at most 8 layer widths, each an integer from 1 to 4096")
+
+
+@dataclass
+class SimulationConfig:
+    """The true model Z ~ N(0, I_m), X | Z ~ N(f(Z), sigma^2 I_n) and how many points to draw."""
+
+    mixing: str = "polynomial"  # f: linear | polynomial | sigmoid | mlp
+    n: int = 1  # data dimension
+    m: int = 1  # latent dimension
+    sigma: float = 0.1  # observation noise standard deviation
+    samples: int = 2000  # number of points N
+    seed: int = 0
+    degree: int = 3  # polynomial degree d
+    sigmoid_kind: str = "logistic"  # logistic | tanh
+    mlp_depth: int = 2  # hidden layers of the random MLP
+    mlp_width: int = 16
+    mlp_activation: str = "leaky_relu"
+    scale: float = 1.0  # overall scale of the random coefficients
+
+    def validate(self, prefix: str = "simulation") -> None:
+        _choice(f"{prefix}.mixing", self.mixing, MIXINGS)
+        _int_in(f"{prefix}.n", self.n, 1, 1000)
+        _int_in(f"{prefix}.m", self.m, 1, 100)
+        _real_in(f"{prefix}.sigma", self.sigma, 0.0, 1e3, open_lo=True)
+        _int_in(f"{prefix}.samples", self.samples, 2, 10_000_000)
+        _int_in(f"{prefix}.seed", self.seed, 0, 2**63 - 1)
+        _int_in(f"{prefix}.degree", self.degree, 1, 9)
+        _choice(f"{prefix}.sigmoid_kind", self.sigmoid_kind, SIGMOID_KINDS)
+        _int_in(f"{prefix}.mlp_depth", self.mlp_depth, 1, 8)
+        _int_in(f"{prefix}.mlp_width", self.mlp_width, 1, 1024)
+        _choice(f"{prefix}.mlp_activation", self.mlp_activation, ACTIVATIONS)
+        _real_in(f"{prefix}.scale", self.scale, 0.0, 1e3, open_lo=True)
+
+
+@dataclass
+class DecoderConfig:
+    """g_theta: an MLP from R^m to R^n (no hidden layers = linear), and the noise scale sigma."""
+
+    m: int = 1  # latent dimension of the fitted model
+    hidden: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    sigma_mode: str = "shared"  # one sigma, or one per output dimension
+    learn_sigma: bool = True
+    sigma_init: float | None = None  # None: half the data's mean standard deviation
+    sigma_min: float | None = None  # floor; None: 1e-3 times the data's mean standard deviation; 0: none
+
+    def validate(self, prefix: str = "decoder") -> None:
+        _int_in(f"{prefix}.m", self.m, 1, 100)
+        _layers(f"{prefix}.hidden", self.hidden, allow_empty=True)
+        _choice(f"{prefix}.activation", self.activation, ACTIVATIONS)
+        _choice(f"{prefix}.sigma_mode", self.sigma_mode, SIGMA_MODES)
+        _bool(f"{prefix}.learn_sigma", self.learn_sigma)
+        if self.sigma_init is not None:
+            _real_in(f"{prefix}.sigma_init", self.sigma_init, 0.0, 1e3, open_lo=True)
+        if self.sigma_min is not None:
+            _real_in(f"{prefix}.sigma_min", self.sigma_min, 0.0, 1e3)
+        if self.sigma_init is not None and self.sigma_min is not None and self.sigma_init <= self.sigma_min:
+            raise ConfigError(f"{prefix}.sigma_init", self.sigma_init, f"must exceed sigma_min={self.sigma_min:g}")
+
+
+@dataclass
+class EstimatorConfig:
+    """Which objective is maximised, and the settings of that estimator of log p(x)."""
+
+    name: str = "mle-adaptive"
+    nodes: int = 20  # Gauss-Hermite nodes per latent dimension (quadratures)
+    samples: int = 64  # K: importance samples (mle-importance, iwae)
+    proposal: str = "laplace"  # mle-importance: prior | laplace
+    sampler: str = "langevin"  # mle-mcem: langevin (MALA) | hmc
+    mcmc_steps: int = 5  # MCMC transitions per training step (mle-mcem)
+    leapfrog_steps: int = 5  # HMC leapfrog steps per transition
+    target_accept: float = 0.6  # step size adapted towards this acceptance rate
+    encoder_hidden: tuple[int, ...] = (64, 64)
+    beta: float = 1.0  # KL weight of the ELBO
+    warmup_steps: int = 0  # KL weight ramps linearly from 0 to beta over these steps
+    dreg: bool = False  # doubly-reparameterised encoder gradient (iwae)
+    vae_sigma: str = "learned"  # learned | closed_form (sigma^2 = mean squared reconstruction error)
+
+    def validate(self, prefix: str = "estimator") -> None:
+        _choice(f"{prefix}.name", self.name, ESTIMATORS)
+        _int_in(f"{prefix}.nodes", self.nodes, 2, 200)
+        _int_in(f"{prefix}.samples", self.samples, 1, 100_000)
+        _choice(f"{prefix}.proposal", self.proposal, PROPOSALS)
+        _choice(f"{prefix}.sampler", self.sampler, SAMPLERS)
+        _int_in(f"{prefix}.mcmc_steps", self.mcmc_steps, 1, 1000)
+        _int_in(f"{prefix}.leapfrog_steps", self.leapfrog_steps, 1, 100)
+        _real_in(f"{prefix}.target_accept", self.target_accept, 0.05, 0.99)
+        _layers(f"{prefix}.encoder_hidden", self.encoder_hidden, allow_empty=True)
+        _real_in(f"{prefix}.beta", self.beta, 0.0, 100.0)
+        _int_in(f"{prefix}.warmup_steps", self.warmup_steps, 0, 10_000_000)
+        _bool(f"{prefix}.dreg", self.dreg)
+        _choice(f"{prefix}.vae_sigma", self.vae_sigma, VAE_SIGMA_UPDATES)
+
+
+@dataclass
+class TrainingConfig:
+    """The one training loop: optimiser, budget, validation split, device and seed."""
+
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 3e-3
+    schedule: str = "cosine"
+    val_fraction: float = 0.2
+    eval_every: int = 100  # held-out log-likelihood every this many steps
+    patience: int = 0  # early stopping after this many evaluations without improvement; 0: off
+    snapshot_every: int = 25  # progress callback every this many steps
+    device: str = "auto"
+    seed: int = 0
+
+    def validate(self, prefix: str = "training") -> None:
+        _int_in(f"{prefix}.steps", self.steps, 1, 10_000_000)
+        _int_in(f"{prefix}.batch_size", self.batch_size, 1, 1_000_000)
+        _real_in(f"{prefix}.lr", self.lr, 0.0, 10.0, open_lo=True)
+        _choice(f"{prefix}.schedule", self.schedule, SCHEDULES)
+        _real_in(f"{prefix}.val_fraction", self.val_fraction, 0.0, 0.9)
+        _int_in(f"{prefix}.eval_every", self.eval_every, 1, 10_000_000)
+        _int_in(f"{prefix}.patience", self.patience, 0, 100_000)
+        _int_in(f"{prefix}.snapshot_every", self.snapshot_every, 1, 10_000_000)
+        _choice(f"{prefix}.device", self.device, DEVICES)
+        _int_in(f"{prefix}.seed", self.seed, 0, 2**63 - 1)
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs: where the data come from, the model, the estimator, the training."""
+
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def validate(self) -> None:
+        self.simulation.validate()
+        self.decoder.validate()
+        self.estimator.validate()
+        self.training.validate()
+        validate_estimator_for_latent_dim(self.estimator, self.decoder.m)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> RunConfig:
+        if not isinstance(d, dict):
+            raise ConfigError("config", type(d).__name__, "expected a JSON object")
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"config.{sorted(unknown)[0]}", "...", "unknown section; expected " + ", ".join(
+                f.name for f in dataclasses.fields(cls)))
+        parts = {}
+        for f in dataclasses.fields(cls):
+            sub_cls = {"simulation": SimulationConfig, "decoder": DecoderConfig,
+                       "estimator": EstimatorConfig, "training": TrainingConfig}[f.name]
+            parts[f.name] = section_from_dict(sub_cls, d.get(f.name, {}), f.name)
+        cfg = cls(**parts)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError("config", f"line {e.lineno}", f"not valid JSON ({e.msg})") from None
+        return cls.from_dict(d)
+
+
+def section_from_dict(cls: type, d: Any, prefix: str) -> Any:
+    """Build one config section from a dict; unknown keys are refused, missing keys take defaults."""
+    if not isinstance(d, dict):
+        raise ConfigError(prefix, type(d).__name__, "expected a JSON object")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for k in d:
+        if k not in names:
+            raise ConfigError(f"{prefix}.{k}", d[k], "unknown setting; expected one of " + ", ".join(names))
+    kwargs = {}
+    for k, v in d.items():
+        if k in ("hidden", "encoder_hidden") and isinstance(v, list):
+            v = tuple(v)
+        kwargs[k] = v
+    obj = cls(**kwargs)
+    obj.validate(prefix)
+    return obj
+
+
+def validate_estimator_for_latent_dim(est: EstimatorConfig, m: int) -> None:
+    """Tensor-grid quadrature costs nodes^m decoder passes: allowed for m <= 3 and at most 20^3 nodes."""
+    if est.name == "mle-quadrature":
+        if m > 3:
+            raise ConfigError("estimator.name", est.name,
+                              f"tensor-grid quadrature needs latent dimension m <= 3 (m = {m}); "
+                              "use mle-adaptive, mle-importance or mle-mcem")
+        if est.nodes**m > 20_000:
+            raise ConfigError("estimator.nodes", est.nodes,
+                              f"nodes^m = {est.nodes**m} grid points; expected at most 20000")
+    if est.name == "mle-adaptive" and est.nodes**m > 20_000:
+        raise ConfigError("estimator.nodes", est.nodes,
+                          f"nodes^m = {est.nodes**m} grid points for m = {m}; expected at most 20000 "
+                          "(lower the nodes, or use mle-importance)")

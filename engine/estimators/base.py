@@ -1,0 +1,54 @@
+"""What every training objective provides to the one trainer.
+
+`objective(x, idx, step)` returns a scalar *surrogate* whose gradient is the estimator's gradient of the
+average log-likelihood (or of the bound it maximises), and the value to report. The trainer maximises it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..networks import Decoder
+
+
+@dataclass
+class Objective:
+    surrogate: Tensor  # scalar; its gradient is the estimate, the trainer ascends it
+    value: float  # what the objective estimates (nats per point), for the history
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Estimator(nn.Module):
+    """A training objective for the decoder; owns any per-point state (modes, chains) and an encoder."""
+
+    name = "base"
+    #: what `Objective.value` estimates, for plots and the history
+    value_label = "log p(x)"
+
+    def __init__(self, decoder: Decoder, n_train: int):
+        super().__init__()
+        self.decoder = decoder
+        self.n_train = n_train
+
+    def objective(self, x: Tensor, idx: Tensor, step: int) -> Objective:
+        """x: (B, n) a minibatch, idx: (B,) its rows in the training set."""
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The decoder's parameters (and the encoder's, for a VAE)."""
+        return [p for p in self.decoder.parameters() if p.requires_grad]
+
+    def inferred_latents(self, x: Tensor) -> Tensor | None:
+        """Cheap per-point latent summaries for live plots (encoder means, chain states), or None."""
+        return None
+
+    def after_step(self) -> None:
+        """Hook after the optimiser step (e.g. closed-form sigma)."""
+
+    @torch.no_grad()
+    def move_state(self, device: torch.device) -> None:
+        """Per-point state lives with the model."""
+        self.to(device)

@@ -1,0 +1,76 @@
+"""The metrics record of a finished run, all in nats per point on the same held-out points.
+
+heldout_loglik ± se (the one evaluator), true_heldout_loglik and gap_to_truth = truth - fit (positive:
+the fit explains the held-out data worse than the generator did), sigma (or why it is not identified),
+latent recovery, for a VAE the held-out ELBO and IWAE bound (so ELBO -> IWAE_K -> log p(x) -> truth is
+visible), and the closed-form PPCA optimum as the best linear-Gaussian reference.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from .estimators.vae import elbo, iwae_bound
+from .evaluate import as_float64, heldout_loglik, latent_scores, posterior_means, sigma_report
+from .ppca import gaussian_loglik, ppca_mle
+from .simulate import Dataset
+from .trainer import RunResult
+
+
+def _paired_se(a: np.ndarray, b: np.ndarray) -> float:
+    d = a - b
+    return float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else float("nan")
+
+
+@torch.no_grad()
+def vae_bounds(result: RunResult, x: np.ndarray, K: int, seed: int) -> dict[str, float]:
+    """Held-out ELBO (16 draws per point, averaged) and IWAE_K of a fitted VAE."""
+    dec, enc = as_float64(result.decoder), as_float64(result.encoder)
+    device = next(dec.parameters()).device
+    xt = torch.as_tensor(x, dtype=torch.float64, device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    e = torch.cat([elbo(dec, enc, xb, gen, draws=16) for xb in xt.split(512)])
+    w = torch.cat([iwae_bound(dec, enc, xb, K, gen) for xb in xt.split(max(1, 2**20 // (K * dec.n)))])
+    return {"heldout_elbo": float(e.mean()), f"heldout_iwae_{K}": float(w.mean()), "iwae_k": K}
+
+
+def score_run(result: RunResult, data: Dataset, test: Dataset | None = None) -> dict[str, Any]:
+    """Metrics of a fitted run on its held-out points (the test set if given, else its validation split)."""
+    held = test if test is not None else data.subset(result.heldout_idx)
+    seed = result.seed
+    fit = heldout_loglik(result.decoder, held.x, seed=seed)
+    out: dict[str, Any] = {
+        "heldout_loglik": fit.mean, "heldout_loglik_se": fit.se, "n_heldout": len(held),
+        "heldout_method": fit.method, "heldout_details": fit.details, "warnings": list(fit.warnings),
+        **sigma_report(result.decoder), "sigma_min": result.decoder.sigma_min,
+        "sigma_at_floor": result.decoder.at_floor(), "estimator": result.config.estimator.name,
+        "status": result.status, "steps": result.steps_done, "wall_time": result.wall_time,
+    }
+    if out["sigma_at_floor"]:
+        out["warnings"].append(f"sigma sits at its floor sigma_min = {result.decoder.sigma_min:.3g}: the "
+                               "likelihood is being driven towards its degenerate supremum")
+    if not out["sigma_identified"]:
+        out["warnings"].append(out["sigma_note"])
+    truth = held.truth
+    if truth is not None:
+        tru = heldout_loglik(truth, held.x, seed=seed)
+        out["true_heldout_loglik"] = tru.mean
+        out["true_heldout_loglik_se"] = tru.se
+        out["gap_to_truth"] = tru.mean - fit.mean
+        out["gap_to_truth_se"] = _paired_se(tru.per_point, fit.per_point)
+        out["true_sigma"] = truth.noise_sigma if truth.sigma_identified else None
+    if held.z is not None and held.z.shape[1] >= 1:
+        z_hat = posterior_means(result.decoder, held.x, seed=seed)
+        out.update(latent_scores(held.z, z_hat))
+    if result.encoder is not None:
+        K = result.config.estimator.samples if result.config.estimator.name == "iwae" else 64
+        out.update(vae_bounds(result, held.x, max(K, 2), seed))
+    m = result.decoder.m
+    if m < data.n:
+        pp = ppca_mle(data.x[result.train_idx], m)
+        out["ppca_heldout_loglik"] = float(gaussian_loglik(held.x, pp.mean, pp.covariance()).mean())
+    return out

@@ -1,0 +1,133 @@
+"""The decoder g_theta with its noise scale, and the VAE encoder q_phi(z | x).
+
+sigma = sigma_min + softplus(rho): the Gaussian-decoder likelihood is unbounded as sigma -> 0
+(Mattei & Frellsen 2018), even with one shared sigma, so a floor sigma_min > 0 keeps the MLE finite.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .config import DecoderConfig
+from .mixing import activation_fn
+
+
+def _softplus_inv(y: float) -> float:
+    return y + math.log(-math.expm1(-y)) if y < 20 else y
+
+
+class MLP(nn.Module):
+    """in -> hidden... -> out, the activation between layers, a linear last layer."""
+
+    def __init__(self, d_in: int, hidden: tuple[int, ...], d_out: int, activation: str):
+        super().__init__()
+        widths = [d_in, *hidden, d_out]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.activation = activation
+        self._act = activation_fn(activation)
+
+    def forward(self, h: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = self._act(h)
+        return h
+
+
+class Decoder(nn.Module):
+    """p_theta(x | z) = N(x; g_theta(z), diag sigma^2). A `LatentGaussianModel`."""
+
+    def __init__(self, n: int, cfg: DecoderConfig, sigma_init: float, sigma_min: float):
+        super().__init__()
+        self.n, self.m = n, cfg.m
+        self.hidden = tuple(cfg.hidden)
+        self.activation = cfg.activation
+        self.sigma_mode = cfg.sigma_mode
+        self.sigma_min = float(sigma_min)
+        self.net = MLP(cfg.m, self.hidden, n, cfg.activation)
+        size = 1 if cfg.sigma_mode == "shared" else n
+        rho = torch.full((size,), _softplus_inv(max(sigma_init - sigma_min, 1e-6)))
+        self.rho = nn.Parameter(rho, requires_grad=cfg.learn_sigma)
+
+    def mean(self, z: Tensor) -> Tensor:
+        """g_theta(z): (..., m) -> (..., n)."""
+        return self.net(z)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+    def sigma(self) -> Tensor:
+        s = self.sigma_min + nn.functional.softplus(self.rho)
+        return s[0] if self.sigma_mode == "shared" else s
+
+    def set_sigma(self, value: Tensor) -> None:
+        """Set sigma (clamped just above the floor), e.g. to its closed-form optimum."""
+        target = (value.detach() - self.sigma_min).clamp_min(1e-8)
+        with torch.no_grad():
+            self.rho.copy_((target + torch.log(-torch.expm1(-target))).expand_as(self.rho))
+
+    def at_floor(self, rel: float = 0.01) -> bool:
+        """True when sigma sits within 1% of the floor sigma_min (reported, never hidden)."""
+        if self.sigma_min <= 0:
+            return False
+        return bool((self.sigma().detach() <= self.sigma_min * (1 + rel)).any())
+
+    @property
+    def is_linear(self) -> bool:
+        return len(self.hidden) == 0
+
+    @property
+    def sigma_identified(self) -> bool:
+        """A linear decoder with m >= n identifies only W W^T + sigma^2 I, not sigma."""
+        return not (self.is_linear and self.m >= self.n)
+
+    def describe(self) -> dict:
+        """Architecture as JSON: enough to rebuild it in plain PyTorch (docs/formats.md)."""
+        return {
+            "kind": "decoder", "n": self.n, "m": self.m, "hidden": list(self.hidden),
+            "activation": self.activation, "sigma_mode": self.sigma_mode, "sigma_min": self.sigma_min,
+            "sigma": self.sigma().detach().cpu().reshape(-1).tolist(),
+            "sigma_parameterisation": "sigma = sigma_min + softplus(rho)",
+            "layers": [f"net.layers.{i}" for i in range(len(self.net.layers))],
+        }
+
+
+class Encoder(nn.Module):
+    """q_phi(z | x) = N(z; mu_phi(x), diag s_phi(x)^2); an MLP outputs (mu, log s)."""
+
+    def __init__(self, n: int, m: int, hidden: tuple[int, ...], activation: str):
+        super().__init__()
+        self.n, self.m = n, m
+        self.hidden = tuple(hidden)
+        self.activation = activation
+        self.net = MLP(n, self.hidden, 2 * m, activation)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x: (B, n) -> mu (B, m), log s (B, m); log s clamped to [-12, 6] for stability."""
+        out = self.net(x)
+        return out[..., : self.m], out[..., self.m :].clamp(-12.0, 6.0)
+
+    def describe(self) -> dict:
+        return {"kind": "encoder", "n": self.n, "m": self.m, "hidden": list(self.hidden),
+                "activation": self.activation, "outputs": "mu = out[:, :m], log_s = out[:, m:]",
+                "layers": [f"net.layers.{i}" for i in range(len(self.net.layers))]}
+
+
+def data_scale(x: Tensor) -> float:
+    """Mean per-coordinate standard deviation of the data: the unit for sigma's defaults."""
+    return float(x.std(0).mean().clamp_min(1e-12)) if x.shape[0] > 1 else 1.0
+
+
+def build_decoder(n: int, cfg: DecoderConfig, x_train: Tensor) -> Decoder:
+    """Decoder with the documented defaults: sigma_init = 0.5 * scale, sigma_min = 1e-3 * scale."""
+    scale = data_scale(x_train)
+    sigma_min = 1e-3 * scale if cfg.sigma_min is None else cfg.sigma_min
+    sigma_init = 0.5 * scale if cfg.sigma_init is None else cfg.sigma_init
+    sigma_init = max(sigma_init, sigma_min * 1.5 + 1e-12)
+    dec = Decoder(n, cfg, sigma_init, sigma_min)
+    with torch.no_grad():  # start g at the data mean
+        dec.net.layers[-1].bias.copy_(x_train.mean(0).to(dec.net.layers[-1].bias.dtype))
+    return dec

@@ -1,0 +1,216 @@
+"""The one training loop, for every estimator (direct MLE and VAE alike). No Qt here.
+
+    train(config, data, test=None, on_progress=None, should_stop=None) -> RunResult
+
+Minibatch Adam ascent of the estimator's objective with a learning-rate schedule; held-out
+log-likelihood every `eval_every` steps (early stopping keeps the best state); a progress dict every
+`snapshot_every` steps with small copied numpy snapshots for plots; `should_stop()` checked every step.
+A non-finite objective or gradient stops the run with a message and the last good parameters.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import RunConfig
+from .estimators import SUMMARIES, Estimator, build_estimator
+from .evaluate import quick_loglik
+from .latents import procrustes_align
+from .networks import Decoder, Encoder, build_decoder
+from .simulate import Dataset
+
+ProgressFn = Callable[[dict[str, Any]], None]
+StopFn = Callable[[], bool]
+DISPLAY_POINTS = 500  # training points whose inferred latents are sent to the live plots
+
+
+@dataclass
+class RunResult:
+    """What a run leaves: the fitted model, its history and metrics, and how it ended."""
+
+    config: RunConfig
+    decoder: Decoder
+    encoder: Encoder | None
+    history: list[dict[str, float]]
+    status: str  # done | early_stopped | stopped | failed
+    message: str
+    device: str
+    seed: int
+    train_idx: np.ndarray
+    heldout_idx: np.ndarray
+    wall_time: float
+    steps_done: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto: CUDA when available, else CPU. Asking for CUDA where there is none is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device: cuda requested but torch.cuda.is_available() is False "
+                           f"(torch {torch.__version__} is a CPU build or no GPU is visible); use cpu or auto")
+    return torch.device(name)
+
+
+def split_indices(N: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random split of N rows into training and held-out rows (at least one of each)."""
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed)).numpy()
+    n_val = min(N - 1, max(1, round(N * val_fraction))) if val_fraction > 0 else 0
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def latent_grid(m: int, lines: int = 11, points: int = 101, extent: float = 2.5) -> np.ndarray:
+    """Latent grid as polylines for manifold plots: (L, P, m). m = 1: one line over [-3, 3]; m >= 2: a
+    lines x lines net in the first two coordinates (the rest zero)."""
+    if m == 1:
+        return np.linspace(-3, 3, 4 * points).reshape(1, -1, 1)
+    ticks = np.linspace(-extent, extent, lines)
+    run = np.linspace(-extent, extent, points)
+    out = np.zeros((2 * lines, points, m))
+    for i, t in enumerate(ticks):
+        out[i, :, 0], out[i, :, 1] = run, t
+        out[lines + i, :, 0], out[lines + i, :, 1] = t, run
+    return out
+
+
+@torch.no_grad()
+def manifold(model: Any, grid: np.ndarray) -> np.ndarray:
+    """g(grid) for a (L, P, m) grid: -> (L, P, n)."""
+    dtype = next(model.parameters()).dtype if hasattr(model, "parameters") else torch.float64
+    device = next(model.parameters()).device if hasattr(model, "parameters") else torch.device("cpu")
+    return model.mean(torch.as_tensor(grid, dtype=dtype, device=device)).double().cpu().numpy()
+
+
+def _cosine(step: int, steps: int) -> float:
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+
+
+def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_progress: ProgressFn | None = None,
+          should_stop: StopFn | None = None) -> RunResult:
+    """Fit the decoder (and encoder) by the configured estimator. See the module docstring."""
+    config.validate()
+    tc = config.training
+    device = resolve_device(tc.device)
+    torch.manual_seed(tc.seed)  # only for modules' default initialisation; sampling uses run generators
+    train_idx, val_idx = split_indices(len(data), tc.val_fraction, tc.seed)
+    if len(train_idx) < 2:
+        raise ValueError(f"training.val_fraction: leaves {len(train_idx)} training points; need at least 2")
+    heldout = test if test is not None else data.subset(val_idx)
+    x_train = torch.as_tensor(data.x[train_idx], dtype=torch.float32, device=device)  # (N_train, n)
+    x_val = data.x[val_idx] if len(val_idx) else heldout.x
+    decoder = build_decoder(data.n, config.decoder, x_train.cpu()).to(device)
+    gen = torch.Generator(device=device).manual_seed(tc.seed + 1)
+    est = build_estimator(config.estimator, decoder, len(train_idx), gen).to(device)
+    params = est.trainable_parameters()
+    opt = torch.optim.Adam(params, lr=tc.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, (lambda s: _cosine(s, tc.steps)) if tc.schedule == "cosine" else (lambda s: 1.0))
+    backup = [p.detach().clone() for p in params]
+    batch_gen = torch.Generator().manual_seed(tc.seed + 2)
+    B = min(tc.batch_size, len(train_idx))
+
+    # fixed views for the live plots
+    grid = latent_grid(decoder.m)
+    shown = min(DISPLAY_POINTS, len(train_idx))
+    z_shown = data.z[train_idx[:shown]] if data.z is not None else None
+    setup = {"grid": grid, "x_shown": data.x[train_idx[:shown]].copy(),
+             "z_true_shown": None if z_shown is None else z_shown.copy(),
+             "manifold_true": manifold(data.truth, grid) if data.truth is not None and data.truth.m == decoder.m
+             else None,
+             "objective_label": est.value_label, "estimator": config.estimator.name,
+             "formula": SUMMARIES[config.estimator.name][0]}
+
+    history: list[dict[str, float]] = []
+    best = (-math.inf, None, 0)  # (held-out, state, step)
+    evals_since_best, status, message = 0, "done", ""
+    heldout_now = float("nan")
+    perm = torch.randperm(len(train_idx), generator=batch_gen)
+    cursor, step = 0, 0
+    t0 = time.perf_counter()
+    for step in range(1, tc.steps + 1):
+        if should_stop is not None and should_stop():
+            status, message, step = "stopped", f"stopped by the user at step {step - 1}", step - 1
+            break
+        if cursor + B > len(perm):
+            perm, cursor = torch.randperm(len(train_idx), generator=batch_gen), 0
+        idx = perm[cursor: cursor + B].to(device)
+        cursor += B
+        obj = est.objective(x_train[idx], idx, step)
+        opt.zero_grad(set_to_none=True)
+        (-obj.surrogate).backward()
+        grads_ok = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+        if not math.isfinite(obj.value) or not grads_ok:
+            with torch.no_grad():
+                for p, b in zip(params, backup, strict=True):
+                    p.copy_(b)
+            what = "objective" if not math.isfinite(obj.value) else "gradient"
+            status = "failed"
+            message = (f"the {what} became {obj.value if what == 'objective' else 'non-finite'} at step {step}; "
+                       "stopped with the last good parameters (lower the learning rate or raise the sigma floor)")
+            step -= 1
+            break
+        with torch.no_grad():
+            for p, b in zip(params, backup, strict=True):
+                b.copy_(p)
+        opt.step()
+        sched.step()
+        est.after_step()
+        sig = decoder.sigma().detach()
+        row = {"step": step, "objective": obj.value, "sigma": float(sig.mean()), "lr": sched.get_last_lr()[0],
+               "heldout": float("nan"), "time": time.perf_counter() - t0, **obj.logs}
+        if step % tc.eval_every == 0 or step == tc.steps:
+            heldout_now = quick_loglik(decoder, x_val, seed=tc.seed)
+            row["heldout"] = heldout_now
+            if heldout_now > best[0]:
+                best, evals_since_best = (heldout_now, copy.deepcopy(est.state_dict()), step), 0
+            else:
+                evals_since_best += 1
+        history.append(row)
+        if on_progress is not None and (step % tc.snapshot_every == 0 or step == tc.steps):
+            on_progress(_progress(step, tc.steps, row, heldout_now, est, decoder, x_train[:shown], z_shown,
+                                  grid, setup if step <= tc.snapshot_every else None, t0))
+        if tc.patience and evals_since_best >= tc.patience:
+            status = "early_stopped"
+            message = f"early stop at step {step}: no held-out improvement in {tc.patience} evaluations"
+            break
+    if status == "early_stopped" and best[1] is not None:
+        est.load_state_dict(best[1])
+        message += f"; restored the best state (step {best[2]})"
+    wall = time.perf_counter() - t0
+    return RunResult(config=config, decoder=decoder, encoder=getattr(est, "encoder", None), history=history,
+                     status=status, message=message or f"finished {step} steps", device=str(device),
+                     seed=tc.seed, train_idx=train_idx, heldout_idx=val_idx if test is None else np.arange(0),
+                     wall_time=wall, steps_done=step, versions=versions())
+
+
+def versions() -> dict[str, str]:
+    return {"nlica_lab": __version__, "torch": torch.__version__, "numpy": np.__version__}
+
+
+def _progress(step: int, steps: int, row: dict[str, float], heldout: float, est: Estimator, decoder: Decoder,
+              x_shown: torch.Tensor, z_shown: np.ndarray | None, grid: np.ndarray, setup: dict | None,
+              t0: float) -> dict[str, Any]:
+    """The progress dict: scalars plus copied numpy snapshots (never views of live tensors)."""
+    elapsed = time.perf_counter() - t0
+    latents = est.inferred_latents(x_shown)
+    lat = None if latents is None else latents.detach().double().cpu().numpy().copy()
+    if lat is not None and z_shown is not None and lat.shape[1] == z_shown.shape[1]:
+        lat = procrustes_align(z_shown, lat)
+    return {
+        "step": step, "steps": steps, "objective": row["objective"], "heldout": heldout,
+        "sigma": decoder.sigma().detach().cpu().reshape(-1).numpy().copy(),
+        "sigma_at_floor": decoder.at_floor(), "elapsed": elapsed, "steps_per_sec": step / max(elapsed, 1e-9),
+        "manifold": manifold(decoder, grid), "latents": lat, "setup": setup,
+        "history_row": dict(row),
+    }
