@@ -4,9 +4,9 @@
 
 m <= 2: dense quadrature (trapezoidal rule on [-10, 10]^m, which resolves narrow posteriors that a
 Gauss-Hermite grid of the same size misses; docs/math.md), nodes doubled until the per-point values
-move less than `tol` on average. m > 2 (or when the quadrature has not converged at its node cap): importance sampling with
-K >= 1000 draws from a per-point Laplace proposal mixed defensively with the prior, reported with its
-effective sample size and Pareto k-hat.
+move less than `tol` on average. m > 2 (or when the quadrature has not converged at its node cap):
+importance sampling with K >= 1000 draws from a per-point Laplace proposal mixed defensively with the
+prior, reported with its effective sample size and Pareto k-hat.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .latents import mean_corr_coef, procrustes_r2
 from .likelihood.diagnostics import KHAT_WARN, effective_sample_size, pareto_khat
 from .likelihood.importance import DEFENSIVE_WEIGHT, GaussianProposal, log_mean_exp, log_weights
 from .likelihood.laplace import laplace
 from .likelihood.quadrature import log_marginal_dense, posterior_mean_dense, uniform_grid
-from .latents import mean_corr_coef, procrustes_r2
 from .model import LatentGaussianModel, log_joint
 
 QUADRATURE_START = {1: 256, 2: 64, 3: 32}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
-import torch
 from torch import Tensor
 
 LOG_2PI = math.log(2.0 * math.pi)

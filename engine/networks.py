@@ -6,6 +6,7 @@ sigma = sigma_min + softplus(rho): the Gaussian-decoder likelihood is unbounded 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -25,7 +26,7 @@ class MLP(nn.Module):
     def __init__(self, d_in: int, hidden: tuple[int, ...], d_out: int, activation: str):
         super().__init__()
         widths = [d_in, *hidden, d_out]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         self.activation = activation
         self._act = activation_fn(activation)
 

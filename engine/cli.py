@@ -1,0 +1,294 @@
+"""Headless command line: simulate, evaluate, fit, compare. Bad input: one line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import ACTIVATIONS, ESTIMATORS, MIXINGS, SIGMOID_KINDS, ConfigError, RunConfig, SimulationConfig
+from .evaluate import heldout_loglik, sigma_report
+from .presets import list_presets, load_preset
+from .runs import RunFileError, dumps, fit, load_run, save_run
+from .simulate import Dataset, simulate
+from .storage import DataFileError, atomic_write_text, load_dataset, save_dataset
+
+USAGE_ERRORS = (ConfigError, DataFileError, RunFileError)
+
+
+class UsageError(Exception):
+    """Bad input from the command line: printed as one line, exit code 2."""
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    if text.strip() in ("", "none", "linear"):
+        return ()
+    try:
+        return tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nlica-lab", description="NLICA Lab: simulate the nonlinear ICA model "
+                                "Z ~ N(0, I_m), X | Z ~ N(f(Z), sigma^2 I_n) and learn it by direct MLE or a "
+                                "VAE. Without a subcommand the desktop app opens.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("simulate", help="draw a data set from the model and write it (.npz or .csv)")
+    s.add_argument("--preset", choices=list_presets() or None, help="take the simulation settings of a preset")
+    s.add_argument("--mixing", choices=MIXINGS, help="f: linear, polynomial, sigmoid or mlp")
+    s.add_argument("--n", type=int, help="data dimension n >= 1")
+    s.add_argument("--m", type=int, help="latent dimension m >= 1")
+    s.add_argument("--sigma", type=float, help="noise standard deviation sigma > 0")
+    s.add_argument("--samples", type=int, help="number of points N >= 2")
+    s.add_argument("--seed", type=int, help="random seed >= 0")
+    s.add_argument("--degree", type=int, help="polynomial degree d (1-9)")
+    s.add_argument("--sigmoid-kind", choices=SIGMOID_KINDS, help="logistic or tanh")
+    s.add_argument("--mlp-depth", type=int, help="hidden layers of the random MLP (1-8)")
+    s.add_argument("--mlp-width", type=int, help="width of the random MLP")
+    s.add_argument("--mlp-activation", choices=ACTIVATIONS, help="activation of the random MLP")
+    s.add_argument("--scale", type=float, help="scale of the random coefficients (> 0)")
+    s.add_argument("--out", required=True, help="output file, .npz (keeps z and the true model) or .csv")
+
+    e = sub.add_parser("evaluate", help="held-out average log-likelihood (nats/point) as JSON")
+    e.add_argument("--data", required=True, help="data file (.npz or .csv)")
+    g = e.add_mutually_exclusive_group(required=True)
+    g.add_argument("--truth", action="store_true", help="score the true model stored in the .npz file")
+    g.add_argument("--run", help="score a saved run folder")
+    e.add_argument("--samples", type=int, default=2000, help="importance samples K when m > 2 (>= 1000 used)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the importance sampler")
+
+    for name, helptext in (("fit", "train one estimator and save the run folder"),
+                           ("compare", "train several estimators on the same data and split; one table")):
+        f = sub.add_parser(name, help=helptext)
+        f.add_argument("--data", required=True, help="training data (.npz or .csv)")
+        f.add_argument("--test", help="held-out data; default: a validation split of --data")
+        if name == "fit":
+            f.add_argument("--estimator", choices=ESTIMATORS, default=None, help="training objective")
+        else:
+            f.add_argument("--estimators", default="mle-adaptive,mle-importance,vae,iwae",
+                           help="comma-separated estimators (" + ", ".join(ESTIMATORS) + ")")
+        f.add_argument("--config", help="a RunConfig JSON (GUI 'Save config'); flags below override it")
+        f.add_argument("--m", type=int, help="latent dimension of the fitted model (default: the data's)")
+        f.add_argument("--hidden", type=_int_list, help="decoder hidden widths, e.g. 64,64 ('' = linear)")
+        f.add_argument("--activation", choices=ACTIVATIONS, help="decoder activation")
+        f.add_argument("--steps", type=int, help="training steps")
+        f.add_argument("--batch-size", type=int, help="minibatch size")
+        f.add_argument("--lr", type=float, help="Adam learning rate")
+        f.add_argument("--nodes", type=int, help="Gauss-Hermite nodes per latent dimension")
+        f.add_argument("--samples", type=int, help="K: importance samples (mle-importance, iwae)")
+        f.add_argument("--sigma-min", type=float, help="sigma floor (0: none; default 1e-3 x data scale)")
+        f.add_argument("--val-fraction", type=float, help="validation fraction of --data")
+        f.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
+        f.add_argument("--seed", type=int, help="training seed")
+        f.add_argument("--quiet", action="store_true", help="no progress bar")
+        f.add_argument("--out", required=True, help="run folder (fit) or output folder (compare)")
+    return p
+
+
+def _load(path: str) -> Dataset:
+    return load_dataset(path)
+
+
+def cmd_simulate(a: argparse.Namespace) -> int:
+    cfg = load_preset(a.preset).simulation if a.preset else SimulationConfig()
+    overrides = {k: getattr(a, k) for k in ("mixing", "n", "m", "sigma", "samples", "seed", "degree",
+                                            "sigmoid_kind", "mlp_depth", "mlp_width", "mlp_activation",
+                                            "scale") if getattr(a, k) is not None}
+    cfg = dataclasses.replace(cfg, **overrides)
+    cfg.validate()
+    data = simulate(cfg)
+    save_dataset(a.out, data)
+    print(json.dumps({"out": a.out, "n_points": len(data), "n": cfg.n, "m": cfg.m, "mixing": cfg.mixing,
+                      "sigma": cfg.sigma, "seed": cfg.seed}))
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    data = _load(a.data)
+    if a.truth:
+        if data.truth is None:
+            raise UsageError(f"{a.data}: holds no true model; --truth needs an .npz written by "
+                             "`simulate` (or use --run RUN_DIR)")
+        model = data.truth
+    else:
+        model = load_run(a.run).decoder
+        if model.n != data.n:
+            raise UsageError(f"--data: {a.data} has n = {data.n} columns but the run's decoder has n = "
+                             f"{model.n}; score it on data of the same dimension")
+    est = heldout_loglik(model, data.x, samples=a.samples, seed=a.seed)
+    out = {**est.to_json(), **sigma_report(model)}
+    print(dumps(out))
+    return 0
+
+
+def _run_config(a: argparse.Namespace, data: Dataset, estimator: str | None) -> RunConfig:
+    cfg = RunConfig.from_json(Path(a.config).read_text(encoding="utf-8")) if a.config else RunConfig()
+    default_m = data.truth.m if data.truth is not None else (data.z.shape[1] if data.z is not None else 1)
+    dec = {"m": a.m if a.m is not None else (cfg.decoder.m if a.config else default_m)}
+    if a.hidden is not None:
+        dec["hidden"] = a.hidden
+    if a.activation is not None:
+        dec["activation"] = a.activation
+    if a.sigma_min is not None:
+        dec["sigma_min"] = a.sigma_min
+    est = {k: v for k, v in (("name", estimator), ("nodes", a.nodes), ("samples", a.samples)) if v is not None}
+    tr = {k: v for k, v in (("steps", a.steps), ("batch_size", a.batch_size), ("lr", a.lr),
+                            ("val_fraction", a.val_fraction), ("device", a.device), ("seed", a.seed))
+          if v is not None}
+    cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, **dec),
+                              estimator=dataclasses.replace(cfg.estimator, **est),
+                              training=dataclasses.replace(cfg.training, **tr))
+    cfg.validate()
+    return cfg
+
+
+class _Progress:
+    """A terminal progress bar (tqdm on stderr) fed by the trainer's progress dicts."""
+
+    def __init__(self, steps: int, label: str, quiet: bool):
+        from tqdm import tqdm
+
+        self.bar = None if quiet else tqdm(total=steps, desc=label, unit="step", file=sys.stderr,
+                                           dynamic_ncols=True)
+
+    def __call__(self, p: dict[str, Any]) -> None:
+        if self.bar is None:
+            return
+        if p.get("phase") == "evaluating":
+            self.bar.set_postfix_str("evaluating on held-out data ...")
+            return
+        self.bar.n = p["step"]
+        post = {"obj": f"{p['objective']:.4f}", "sigma": f"{float(np.mean(p['sigma'])):.4g}"}
+        if np.isfinite(p["heldout"]):
+            post["heldout"] = f"{p['heldout']:.4f}"
+        self.bar.set_postfix(post, refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _stop_on_ctrl_c() -> threading.Event:
+    """Ctrl-C asks the run to stop at the next step (it keeps what it has and is still saved)."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, out: Path, quiet: bool,
+             stop: threading.Event):
+    bar = _Progress(cfg.training.steps, cfg.estimator.name, quiet)
+    try:
+        result = fit(cfg, data, test, bar, stop.is_set)
+    finally:
+        bar.close()
+    save_run(result, out)
+    return result
+
+
+def _check_test(data: Dataset, test: Dataset | None, path: str | None) -> None:
+    if test is not None and test.n != data.n:
+        raise UsageError(f"--test: {path} has n = {test.n} columns, --data has n = {data.n}; they must match")
+
+
+def cmd_fit(a: argparse.Namespace) -> int:
+    data = _load(a.data)
+    test = _load(a.test) if a.test else None
+    _check_test(data, test, a.test)
+    cfg = _run_config(a, data, a.estimator)
+    result = _fit_one(cfg, data, test, Path(a.out), a.quiet, _stop_on_ctrl_c())
+    print(dumps({"out": a.out, "status": result.status, "message": result.message, **result.metrics}))
+    return 0 if result.status != "failed" else 1
+
+
+COMPARE_COLUMNS = ("estimator", "heldout_loglik", "heldout_loglik_se", "gap_to_truth", "sigma", "procrustes_r2",
+                   "mcc", "wall_time", "steps", "status", "elbo_gap", "iwae_gap")
+
+
+def compare_row(name: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """One table row; for a VAE the gap split ELBO -> IWAE_K -> log p(x) (-> truth is gap_to_truth)."""
+    row = {c: metrics.get(c) for c in COMPARE_COLUMNS}
+    row["estimator"] = name
+    if "heldout_elbo" in metrics:
+        row["elbo_gap"] = metrics["heldout_loglik"] - metrics["heldout_elbo"]
+        row["iwae_gap"] = metrics["heldout_loglik"] - metrics[f"heldout_iwae_{metrics['iwae_k']}"]
+    return row
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        if isinstance(v, list):
+            return ",".join(f"{x:.3g}" for x in v)
+        return str(v)
+
+    cells = [[fmt(r.get(c)) for c in COMPARE_COLUMNS] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COMPARE_COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COMPARE_COLUMNS, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    names = [s.strip() for s in a.estimators.split(",") if s.strip()]
+    bad = [s for s in names if s not in ESTIMATORS]
+    if bad or not names:
+        raise UsageError(f"--estimators: {bad[0] if bad else 'empty'!r} is not an estimator; expected a "
+                         "comma-separated list of " + ", ".join(ESTIMATORS))
+    data = _load(a.data)
+    test = _load(a.test) if a.test else None
+    _check_test(data, test, a.test)
+    configs = [_run_config(a, data, name) for name in names]  # all validated before any training
+    out = Path(a.out)
+    stop = _stop_on_ctrl_c()
+    rows = []
+    for name, cfg in zip(names, configs, strict=True):
+        if stop.is_set():
+            break
+        result = _fit_one(cfg, data, test, out / name, a.quiet, stop)
+        rows.append(compare_row(name, result.metrics))
+    truth = {"true_heldout_loglik": result.metrics.get("true_heldout_loglik")} if rows else {}
+    atomic_write_text(out / "compare.json", dumps({"rows": rows, **truth}))
+    header = ",".join(COMPARE_COLUMNS)
+    body = "\n".join(",".join("" if r.get(c) is None else str(r.get(c)) for c in COMPARE_COLUMNS) for r in rows)
+    atomic_write_text(out / "compare.csv", header + "\n" + body + "\n")
+    print(format_table(rows))
+    if truth.get("true_heldout_loglik") is not None:
+        print(f"true model: {truth['true_heldout_loglik']:.4f} nats/point on the same held-out points")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return {"simulate": cmd_simulate, "evaluate": cmd_evaluate, "fit": cmd_fit,
+                "compare": cmd_compare}[a.command](a)
+    except (*USAGE_ERRORS, UsageError) as e:
+        print(f"nlica-lab {a.command}: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if "training.device" in str(e):
+            print(f"nlica-lab {a.command}: error: {e}", file=sys.stderr)
+            return 2
+        raise

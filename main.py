@@ -1,0 +1,39 @@
+"""NLICA Lab entry point: no arguments opens the window; subcommands run headless; --self-test checks."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--self-test":
+        from gui.selftest import run_self_test
+
+        return run_self_test()
+    if (argv and not argv[0].startswith("-")) or argv[:1] in (["-h"], ["--help"]):
+        from engine.cli import main as cli_main
+
+        return cli_main(argv)
+    if not display_available():
+        print("nlica-lab: no display found (DISPLAY/WAYLAND_DISPLAY unset), so the window cannot open; "
+              "the headless commands still work: python main.py --help", file=sys.stderr)
+        return 2
+    from gui.app import run_app
+
+    return run_app(argv)
+
+
+def display_available() -> bool:
+    """Linux needs an X11 or Wayland display unless Qt is told to render offscreen."""
+    import os
+
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM", "") in ("offscreen", "minimal"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+if __name__ == "__main__":
+    multiprocessing.freeze_support()
+    sys.exit(main())
