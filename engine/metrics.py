@@ -50,6 +50,9 @@ def score_run(result: RunResult, data: Dataset, test: Dataset | None = None) -> 
         "sigma_at_floor": result.decoder.at_floor(), "estimator": result.config.estimator.name,
         "status": result.status, "steps": result.steps_done, "wall_time": result.wall_time,
     }
+    if test is None and np.array_equal(result.heldout_idx, result.train_idx):
+        out["warnings"].append("no held-out points (val_fraction = 0 and no test set): scored on the training "
+                               "points, which flatters the fit")
     if out["sigma_at_floor"]:
         out["warnings"].append(f"sigma sits at its floor sigma_min = {result.decoder.sigma_min:.3g}: the "
                                "likelihood is being driven towards its degenerate supremum")

@@ -106,9 +106,10 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
     train_idx, val_idx = split_indices(len(data), tc.val_fraction, tc.seed)
     if len(train_idx) < 2:
         raise ValueError(f"training.val_fraction: leaves {len(train_idx)} training points; need at least 2")
-    heldout = test if test is not None else data.subset(val_idx)
+    if len(val_idx) == 0:  # no validation split: monitor (and, without a test set, score) on training points
+        val_idx = train_idx
     x_train = torch.as_tensor(data.x[train_idx], dtype=torch.float32, device=device)  # (N_train, n)
-    x_val = data.x[val_idx] if len(val_idx) else heldout.x
+    x_val = data.x[val_idx]  # monitoring and early stopping; the test set is kept for the final score
     decoder = build_decoder(data.n, config.decoder, x_train.cpu()).to(device)
     gen = torch.Generator(device=device).manual_seed(tc.seed + 1)
     est = build_estimator(config.estimator, decoder, len(train_idx), gen).to(device)
