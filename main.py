@@ -20,9 +20,26 @@ def main(argv: list[str] | None = None) -> int:
         print("nlica-lab: no display found (DISPLAY/WAYLAND_DISPLAY unset), so the window cannot open; "
               "the headless commands still work: python main.py --help", file=sys.stderr)
         return 2
+    missing = missing_xcb_libraries()
+    if missing:
+        print("nlica-lab: Qt's X11 (xcb) platform needs " + ", ".join(missing) + "; install them with "
+              "`apt-get install libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0` (Debian/Ubuntu)", file=sys.stderr)
+        return 2
     from gui.app import run_app
 
     return run_app(argv)
+
+
+def missing_xcb_libraries() -> list[str]:
+    """System libraries Qt's xcb plugin loads but does not bundle (Qt would abort, blaming xcb-cursor0)."""
+    import ctypes.util
+    import os
+
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM", "xcb") != "xcb" \
+            or not os.environ.get("DISPLAY"):
+        return []
+    names = ("xcb-icccm", "xcb-keysyms", "xcb-cursor")
+    return [f"lib{name}" for name in names if ctypes.util.find_library(name) is None]
 
 
 def display_available() -> bool:
