@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from .presets import list_presets, load_preset
 from .runs import RunFileError, dumps, fit, load_run, save_run
 from .simulate import Dataset, simulate
 from .storage import DataFileError, atomic_write_text, load_dataset, save_dataset
+from .trainer import resolve_device
 
 USAGE_ERRORS = (ConfigError, DataFileError, RunFileError)
 
@@ -36,8 +37,15 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64, got {text!r}") from None
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's usage errors as one stderr line (the usage itself is in --help), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nlica-lab", description="NLICA Lab: simulate the nonlinear ICA model "
+    p = _OneLineParser(prog="nlica-lab", description="NLICA Lab: simulate the nonlinear ICA model "
                                 "Z ~ N(0, I_m), X | Z ~ N(f(Z), sigma^2 I_n) and learn it by direct MLE or a "
                                 "VAE. Without a subcommand the desktop app opens.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -113,6 +121,10 @@ def cmd_simulate(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
+    if not 1 <= a.samples <= 10_000_000:
+        raise UsageError(f"--samples: got {a.samples}; expected an integer from 1 to 10000000 (>= 1000 are used)")
+    if not 0 <= a.seed <= 2**63 - 1:
+        raise UsageError(f"--seed: got {a.seed}; expected an integer from 0 to {2**63 - 1}")
     data = _load(a.data)
     if a.truth:
         if data.truth is None:
@@ -148,6 +160,10 @@ def _run_config(a: argparse.Namespace, data: Dataset, estimator: str | None) -> 
                               estimator=dataclasses.replace(cfg.estimator, **est),
                               training=dataclasses.replace(cfg.training, **tr))
     cfg.validate()
+    try:
+        resolve_device(cfg.training.device)  # before any progress bar is drawn
+    except RuntimeError as e:
+        raise UsageError(str(e)) from None
     return cfg
 
 

@@ -41,7 +41,12 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_real(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond the float range (JSON integers have any size)
+        return False
 
 
 def _int_in(path: str, v: Any, lo: int, hi: int) -> None:
@@ -221,7 +226,7 @@ class RunConfig:
             raise ConfigError("config", type(d).__name__, "expected a JSON object")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ConfigError(f"config.{sorted(unknown)[0]}", "...", "unknown section; expected " + ", ".join(
+            raise ConfigError(f"config.{sorted(map(str, unknown))[0]}", "...", "unknown section; expected " + ", ".join(
                 f.name for f in dataclasses.fields(cls)))
         parts = {}
         for f in dataclasses.fields(cls):
@@ -238,6 +243,8 @@ class RunConfig:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError("config", f"line {e.lineno}", f"not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # e.g. an integer over 4300 digits, nesting too deep
+            raise ConfigError("config", "...", f"not valid JSON ({type(e).__name__}: {str(e)[:80]})") from None
         return cls.from_dict(d)
 
 
