@@ -100,7 +100,7 @@ class VariationalAutoencoder(Estimator):
             rec = log_likelihood(x.unsqueeze(1), self.decoder.mean(z), self.decoder.sigma()).mean(1)
             kl = gaussian_kl_to_prior(mu, log_s)
             surrogate = (rec - beta * kl).mean()
-            value = float((rec - kl).mean())
+            value = float((rec - kl).mean().detach())
             return Objective(surrogate, value, {"kl": float(kl.mean()), "beta": beta})
         if not self.dreg:
             lw = log_joint(self.decoder, x, z) - log_q(z, mu, log_s)  # (B, K)
