@@ -101,7 +101,7 @@ class VariationalAutoencoder(Estimator):
             kl = gaussian_kl_to_prior(mu, log_s)
             surrogate = (rec - beta * kl).mean()
             value = float((rec - kl).mean().detach())
-            return Objective(surrogate, value, {"kl": float(kl.mean()), "beta": beta})
+            return Objective(surrogate, value, {"kl": float(kl.mean().detach()), "beta": beta})
         if not self.dreg:
             lw = log_joint(self.decoder, x, z) - log_q(z, mu, log_s)  # (B, K)
             bound = log_mean_exp(lw).mean()
