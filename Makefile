@@ -5,11 +5,10 @@ VENV := .venv
 CONSTRAINTS ?= constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bundle clean
+.PHONY: run test bench bundle clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -c $(CONSTRAINTS) -e '.[dev,build]'
 	touch $(STAMP)
 
@@ -24,8 +23,16 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_speed.py
 	$(VENV)/bin/python bench/bench_accuracy.py
 
+BUNDLE_BUDGET_MB ?= 800
+
 bundle: $(STAMP)
-	$(VENV)/bin/pyinstaller --noconfirm --clean build.spec
+	$(VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN build.spec
+	@size=$$(du -sm dist/nlica-lab | cut -f1); echo "bundle dist/nlica-lab: $$size MB (budget $(BUNDLE_BUDGET_MB) MB)"; \
+	  test $$size -le $(BUNDLE_BUDGET_MB) || { echo "bundle over its size budget"; exit 1; }
+	@! find dist/nlica-lab -iname 'libQt6Qml*' -o -iname 'libQt6WebEngine*' -o -iname 'libQt6Quick*' | grep . \
+	  || { echo "bundle holds unused Qt libraries"; exit 1; }
+	@if $(VENV)/bin/python -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; then \
+	  ! find dist/nlica-lab -iname '*nvidia*' | grep . || { echo "a CPU bundle holds CUDA libraries"; exit 1; }; fi
 	QT_QPA_PLATFORM=offscreen dist/nlica-lab/nlica-lab --self-test
 
 clean:
