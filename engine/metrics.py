@@ -38,6 +38,21 @@ def vae_bounds(result: RunResult, x: np.ndarray, K: int, seed: int) -> dict[str,
     return {"heldout_elbo": float(e.mean()), f"heldout_iwae_{K}": float(w.mean()), "iwae_k": K}
 
 
+def overfitting_warning(history: list[dict[str, float]]) -> str | None:
+    """The Mattei-Frellsen signature in the curves: the training objective ends above where it stood at the
+    best held-out evaluation while the held-out log-likelihood ends more than 0.1 nats below its best."""
+    evals = [r for r in history if math.isfinite(r["heldout"])]
+    if len(evals) < 3:
+        return None
+    best = max(evals, key=lambda r: r["heldout"])
+    last = evals[-1]
+    if best["heldout"] - last["heldout"] > 0.1 and last["objective"] > best["objective"]:
+        return (f"held-out log-likelihood fell from {best['heldout']:.3f} (step {best['step']}) to "
+                f"{last['heldout']:.3f} while the training objective rose: overfitting or the degenerate "
+                "likelihood of a Gaussian decoder (sigma -> 0); use early stopping (patience) or a sigma floor")
+    return None
+
+
 def score_run(result: RunResult, data: Dataset, test: Dataset | None = None) -> dict[str, Any]:
     """Metrics of a fitted run on its held-out points (the test set if given, else its validation split)."""
     held = test if test is not None else data.subset(result.heldout_idx)
@@ -53,6 +68,9 @@ def score_run(result: RunResult, data: Dataset, test: Dataset | None = None) -> 
     if test is None and np.array_equal(result.heldout_idx, result.train_idx):
         out["warnings"].append("no held-out points (val_fraction = 0 and no test set): scored on the training "
                                "points, which flatters the fit")
+    overfit = overfitting_warning(result.history)
+    if overfit:
+        out["warnings"].append(overfit)
     if out["sigma_at_floor"]:
         out["warnings"].append(f"sigma sits at its floor sigma_min = {result.decoder.sigma_min:.3g}: the "
                                "likelihood is being driven towards its degenerate supremum")

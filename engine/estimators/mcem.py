@@ -7,7 +7,8 @@ moves the batch's chains a few transitions under the current theta and ascends t
 E-step surrogate  Q = (1/B) sum_b log p_theta(x_b, z_b)  with z_b the chain states held fixed.
 Its gradient is a one-draw estimate of Fisher's identity; it is unbiased once the chains have mixed
 (stochastic-approximation EM; alternating back-propagation, Han et al. 2017). Each point's step size is
-adapted towards the target acceptance rate (Robbins-Monro on log step size).
+adapted towards the target acceptance rate (Robbins-Monro on log step size with a gain decaying as
+visits^-0.6, so that the adaptation vanishes and the chains keep p(z | x) as their target).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class MonteCarloEM(Estimator):
         init = torch.Generator().manual_seed(gen.initial_seed())  # on the CPU, whatever gen's device
         self.register_buffer("chains", torch.randn(n_train, decoder.m, generator=init))  # (N_train, m)
         self.register_buffer("log_step", torch.full((n_train,), math.log(0.1)))  # (N_train,)
+        self.register_buffer("visits", torch.zeros(n_train))  # transitions made by each chain
         self.adapt_rate = 0.2
 
     def _log_target_and_grad(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -77,14 +79,20 @@ class MonteCarloEM(Estimator):
     def objective(self, x: Tensor, idx: Tensor, step: int) -> Objective:
         z = self.chains[idx].to(x.dtype)
         log_step = self.log_step[idx]
+        visits = self.visits[idx]
         acc_sum = torch.zeros_like(log_step)
         move = self._mala if self.sampler == "langevin" else self._hmc
         for _ in range(self.mcmc_steps):
             z, acc = move(x, z, log_step.exp().unsqueeze(-1).to(x.dtype))
-            log_step = log_step + self.adapt_rate * (acc.to(log_step.dtype) - self.target_accept)
+            visits = visits + 1
+            # diminishing adaptation (gain ~ t^-0.6): with a constant gain the step size would be a function
+            # of the chain's own recent states, and the chain would no longer target p(z | x)
+            gain = self.adapt_rate * visits.pow(-0.6)
+            log_step = log_step + gain * (acc.to(log_step.dtype) - self.target_accept)
             acc_sum += acc.to(acc_sum.dtype)
         self.chains[idx] = z.to(self.chains.dtype)
         self.log_step[idx] = log_step.clamp(-12.0, 2.0)
+        self.visits[idx] = visits
         q = log_joint(self.decoder, x, z.detach().unsqueeze(1)).squeeze(1).mean()
         return Objective(q, float(q.detach()), {"accept": float(acc_sum.mean() / self.mcmc_steps),
                                        "step_size": float(log_step.exp().mean())})
