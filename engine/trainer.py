@@ -150,7 +150,8 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
         obj = est.objective(x_train[idx], idx, step)
         opt.zero_grad(set_to_none=True)
         (-obj.surrogate).backward()
-        grads_ok = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+        grads = [p.grad for p in params if p.grad is not None]
+        grads_ok = not grads or bool(torch.isfinite(torch.stack([g.sum() for g in grads]).sum()))  # one sync
         if not math.isfinite(obj.value) or not grads_ok:
             with torch.no_grad():
                 for p, b in zip(params, backup, strict=True):
@@ -161,9 +162,7 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
                        "stopped with the last good parameters (lower the learning rate or raise the sigma floor)")
             step -= 1
             break
-        with torch.no_grad():
-            for p, b in zip(params, backup, strict=True):
-                b.copy_(p)
+        torch._foreach_copy_(backup, [p.detach() for p in params])
         opt.step()
         sched.step()
         est.after_step()
