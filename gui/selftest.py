@@ -56,10 +56,15 @@ def _checks() -> list[tuple[str, Callable[[], str]]]:
         return "safetensors + JSON round trip exact"
 
     def window() -> str:
+        from PySide6.QtCore import QSettings
+
         from gui.app import application, build_main_window
+        from gui.settings import Settings
 
         app = application([])
-        w = build_main_window()
+        settings_dir = tempfile.mkdtemp()  # the user's own settings are left alone
+        w = build_main_window(Settings(QSettings(os.path.join(settings_dir, "selftest.ini"),
+                                                 QSettings.Format.IniFormat)))
         w.resize(1280, 800)
         w.show()
         for _ in range(5):

@@ -1,0 +1,5 @@
+"""NLICA Lab desktop GUI (PySide6 + pyqtgraph). The engine never imports this package."""
+
+from .compat import guard
+
+guard()

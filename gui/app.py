@@ -1,0 +1,36 @@
+"""Entry points of the GUI: `run_app(argv)` for main.py, `build_main_window()` for a self-test."""
+
+from __future__ import annotations
+
+import sys
+
+from PySide6.QtWidgets import QApplication
+
+from .main_window import APP_NAME, MainWindow
+from .settings import APPLICATION, ORGANISATION, Settings
+
+
+def application(argv: list[str] | None = None) -> QApplication:
+    """The running QApplication, created if there is none."""
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(argv if argv is not None else sys.argv)
+        app.setOrganizationName(ORGANISATION)
+        app.setApplicationName(APPLICATION)
+        app.setApplicationDisplayName(APP_NAME)
+    return app
+
+
+def build_main_window(settings: Settings | None = None) -> MainWindow:
+    """A main window (QApplication created if needed); `settings` lets tests use their own store."""
+    application()
+    return MainWindow(settings)
+
+
+def run_app(argv: list[str]) -> int:
+    """Create the application and the main window, show it, run the event loop; the exit code."""
+    app = application(argv)
+    window = MainWindow()
+    app.aboutToQuit.connect(window.shutdown)
+    window.show()
+    return app.exec()

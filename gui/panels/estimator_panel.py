@@ -1,0 +1,119 @@
+"""Estimator panel: which objective is maximised and its settings (`RunConfig.estimator`), with the
+objective's formula and one line on its bias and cost (engine.estimators.SUMMARIES)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
+
+from engine.config import ESTIMATORS, MLE_ESTIMATORS, PROPOSALS, SAMPLERS, VAE_SIGMA_UPDATES, EstimatorConfig
+from engine.estimators import SUMMARIES
+
+from .fields import BoolField, ChoiceField, IntField, LayersField, RealField, SectionForm
+
+ESTIMATOR_LABELS = {
+    "mle-quadrature": "mle-quadrature: direct MLE, Gauss-Hermite grid",
+    "mle-adaptive": "mle-adaptive: direct MLE, adaptive Gauss-Hermite",
+    "mle-importance": "mle-importance: direct MLE, importance sampling",
+    "mle-mcem": "mle-mcem: direct MLE, Monte Carlo EM",
+    "vae": "vae: variational autoencoder (ELBO)",
+    "iwae": "iwae: importance-weighted autoencoder",
+}
+# the settings each estimator reads; the others are hidden
+RELEVANT: dict[str, frozenset[str]] = {
+    "mle-quadrature": frozenset({"nodes"}),
+    "mle-adaptive": frozenset({"nodes"}),
+    "mle-importance": frozenset({"samples", "proposal"}),
+    "mle-mcem": frozenset({"sampler", "mcmc_steps", "leapfrog_steps", "target_accept"}),
+    "vae": frozenset({"encoder_hidden", "beta", "warmup_steps", "vae_sigma"}),
+    "iwae": frozenset({"samples", "encoder_hidden", "dreg", "vae_sigma"}),
+}
+
+
+class EstimatorPanel(QWidget):
+    """Edits `RunConfig.estimator`."""
+
+    edited = Signal()
+
+    def __init__(self, section: EstimatorConfig):
+        super().__init__()
+        layout = QVBoxLayout(self)
+        self.form = SectionForm("estimator", section, [
+            ("name", "estimator", ChoiceField(
+                "The objective maximised over θ and σ. Direct MLE estimates log p(x) = log ∫ p(x|z) p(z) dz "
+                "itself (four ways); vae and iwae maximise a lower bound through an encoder q(z|x).",
+                ESTIMATORS, ESTIMATOR_LABELS)),
+            ("nodes", "nodes G", IntField("G: Gauss-Hermite nodes per latent dimension; the grid has G^m "
+                                          "points (at most 20 000). 2 to 200.", 2, 200)),
+            ("samples", "samples K", IntField("K: importance samples per point (mle-importance, iwae). "
+                                              "1 to 100 000.", 1, 100_000)),
+            ("proposal", "proposal q", ChoiceField(
+                "q(z|x) of mle-importance: the prior N(0, I), or the Laplace approximation at the "
+                "posterior mode (mixed with the prior for safe weights).", PROPOSALS)),
+            ("sampler", "sampler", ChoiceField("MCMC kernel of mle-mcem: Langevin (MALA) or Hamiltonian "
+                                               "Monte Carlo.", SAMPLERS)),
+            ("mcmc_steps", "MCMC steps", IntField("MCMC transitions of the persistent chains per training "
+                                                  "step. 1 to 1000.", 1, 1000)),
+            ("leapfrog_steps", "leapfrog L", IntField("L: leapfrog steps per HMC transition. 1 to 100.",
+                                                      1, 100)),
+            ("target_accept", "target accept", RealField("Acceptance rate the MCMC step size is adapted "
+                                                         "towards. [0.05, 0.99].")),
+            ("encoder_hidden", "encoder hidden", LayersField(
+                "Hidden layer widths of the encoder q_φ(z|x) = N(μ_φ(x), diag s_φ(x)²), e.g. 64,64; "
+                "empty = linear. At most 8 layers of 1 to 4096.")),
+            ("beta", "β", RealField("β: weight of the KL term, E_q log p(x|z) − β KL(q ‖ p). [0, 100]; "
+                                    "1 is the ELBO.")),
+            ("warmup_steps", "KL warm-up", IntField("Steps over which β ramps linearly from 0 (0 = none). "
+                                                    "0 to 10 000 000.", 0, 10_000_000)),
+            ("dreg", "DReG", BoolField("Doubly-reparameterised encoder gradient for iwae (Tucker et al. "
+                                       "2019): lower variance as K grows.", "doubly reparameterised")),
+            ("vae_sigma", "σ update", ChoiceField(
+                "σ of the VAE decoder: learned by gradient, or set each step to its closed-form optimum "
+                "σ² = mean squared reconstruction error.", VAE_SIGMA_UPDATES)),
+        ])
+        self.form.edited.connect(self._on_edited)
+        layout.addWidget(self.form)
+
+        line = QFrame()
+        line.setFrameShape(QFrame.Shape.HLine)
+        layout.addWidget(line)
+        self.kind_label = QLabel()
+        self.kind_label.setStyleSheet("font-weight: bold;")
+        self.formula_label = QLabel()
+        self.formula_label.setWordWrap(True)
+        self.formula_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.formula_label.setStyleSheet("font-family: 'DejaVu Sans Mono', monospace; font-size: 12px;")
+        self.formula_label.setToolTip("The objective this estimator maximises (per point)")
+        self.summary_label = QLabel()
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setStyleSheet("font-style: italic; color: #444;")
+        self.summary_label.setToolTip("Bias and cost of the estimator")
+        for w in (self.kind_label, self.formula_label, self.summary_label):
+            layout.addWidget(w)
+        layout.addStretch(1)
+        self._update()
+
+    @property
+    def section(self) -> EstimatorConfig:
+        return self.form.section
+
+    def bind(self, section: EstimatorConfig) -> None:
+        self.form.bind(section)
+        self._update()
+
+    def _on_edited(self) -> None:
+        self._update()
+        self.edited.emit()
+
+    def _update(self) -> None:
+        name = self.section.name
+        relevant = RELEVANT[name]
+        for field in self.form.fields:
+            if field != "name":
+                shown = field in relevant and (field != "leapfrog_steps" or self.section.sampler == "hmc")
+                self.form.set_row_visible(field, shown)
+        formula, summary = SUMMARIES[name]
+        self.kind_label.setText("Direct maximum likelihood" if name in MLE_ESTIMATORS
+                                else "Variational lower bound (encoder q_φ)")
+        self.formula_label.setText(formula)
+        self.summary_label.setText(summary)

@@ -1,0 +1,85 @@
+"""Training panel: the fitted decoder g_θ and its σ (`RunConfig.decoder`) and the training loop
+(`RunConfig.training`), one form for each section."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QComboBox, QGroupBox, QVBoxLayout, QWidget
+
+from engine.config import ACTIVATIONS, DEVICES, SCHEDULES, SIGMA_MODES, DecoderConfig, TrainingConfig
+
+from .fields import BoolField, ChoiceField, IntField, LayersField, RealField, SectionForm
+
+
+def _group(title: str, *widgets: QWidget) -> QGroupBox:
+    box = QGroupBox(title)
+    layout = QVBoxLayout(box)
+    for w in widgets:
+        layout.addWidget(w)
+    return box
+
+
+class TrainingPanel(QWidget):
+    """Edits `RunConfig.decoder` and `RunConfig.training`."""
+
+    edited = Signal()
+
+    def __init__(self, decoder: DecoderConfig, training: TrainingConfig, cuda_reason: str | None):
+        super().__init__()
+        self.decoder_form = SectionForm("decoder", decoder, [
+            ("m", "latent dim m", IntField("m: latent dimension of the fitted model g_θ: R^m → R^n "
+                                           "(may differ from the true m). 1 to 100.", 1, 100)),
+            ("hidden", "hidden layers", LayersField(
+                "Hidden layer widths of g_θ, e.g. 64,64. Empty: linear g_θ(z) = W z + b, i.e. "
+                "probabilistic PCA. At most 8 layers of 1 to 4096.")),
+            ("activation", "activation", ChoiceField("Activation between the layers of g_θ (and of the "
+                                                     "VAE encoder).", ACTIVATIONS)),
+            ("sigma_mode", "σ mode", ChoiceField("shared: one σ for all n coordinates; per_dim: σ_j per "
+                                                 "coordinate.", SIGMA_MODES)),
+            ("learn_sigma", "learn σ", BoolField("Learn σ with θ (else it stays at σ init).", "learn σ")),
+            ("sigma_init", "σ init", RealField("σ at the start. Empty: half the data's mean standard "
+                                               "deviation. (0, 1000], above the floor.", optional=True)),
+            ("sigma_min", "σ floor", RealField(
+                "σ_min: σ = σ_min + softplus(ρ) never goes below it. Empty: 10⁻³ × the data's standard "
+                "deviation; 0: no floor, and the likelihood is unbounded as σ → 0 (Mattei & Frellsen "
+                "2018). [0, 1000].", optional=True)),
+        ])
+        self.optimiser = QComboBox()
+        self.optimiser.addItem("Adam")
+        self.optimiser.setEnabled(False)
+        self.optimiser.setToolTip("Optimiser: Adam (the engine's one optimiser)")
+        self.training_form = SectionForm("training", training, [
+            ("lr", "learning rate", RealField("η: Adam's learning rate. (0, 10].")),
+            ("schedule", "schedule", ChoiceField("Learning-rate schedule: constant, or cosine decay to 5 % "
+                                                 "of η over the steps.", SCHEDULES)),
+            ("batch_size", "batch size B", IntField("B: points per minibatch. 1 to 1 000 000.", 1, 1_000_000)),
+            ("steps", "steps", IntField("Optimiser steps. 1 to 10 000 000.", 1, 10_000_000)),
+            ("val_fraction", "held-out fraction", RealField(
+                "Fraction of the N points held out for the held-out log-likelihood (never trained on). "
+                "[0, 0.9].")),
+            ("eval_every", "eval every", IntField("Held-out log-likelihood every this many steps. "
+                                                  "1 to 10 000 000.", 1, 10_000_000)),
+            ("patience", "patience", IntField("Early stop after this many evaluations without held-out "
+                                              "improvement (the best state is kept); 0: off. 0 to 100 000.",
+                                              0, 100_000)),
+            ("snapshot_every", "plot every", IntField(
+                "The live plots get a snapshot every this many steps (1: every step, slower). "
+                "1 to 10 000 000.", 1, 10_000_000)),
+            ("device", "device", ChoiceField("Where torch trains: auto (CUDA if available, else CPU), cpu "
+                                             "or cuda.", DEVICES)),
+            ("seed", "seed", IntField("Seed of the training: initial weights, minibatches, the held-out "
+                                      "split, Monte Carlo draws. 0 to 2147483647.", 0, 2**31 - 1)),
+        ])
+        self.training_form.form.insertRow(0, "optimiser", self.optimiser)
+        if cuda_reason:
+            self.training_form.fields["device"].disable_option("cuda", cuda_reason)
+        layout = QVBoxLayout(self)
+        layout.addWidget(_group("Decoder g_θ and σ", self.decoder_form))
+        layout.addWidget(_group("Optimisation", self.training_form))
+        layout.addStretch(1)
+        self.decoder_form.edited.connect(self.edited)
+        self.training_form.edited.connect(self.edited)
+
+    def bind(self, decoder: DecoderConfig, training: TrainingConfig) -> None:
+        self.decoder_form.bind(decoder)
+        self.training_form.bind(training)

@@ -1,0 +1,138 @@
+"""Shared plot plumbing: the redraw clock, dirty-flag views, growing series and polyline flattening.
+
+Views cache the latest data they are given and mark themselves dirty; the `RedrawClock` (a 20 Hz
+QTimer) asks every view to refresh, and only dirty views call `setData`. Items are created once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, QTimer
+from PySide6.QtGui import QColor
+
+# distinct, print-friendly colours for runs (Okabe-Ito, then Tableau)
+RUN_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
+               "#8c564b", "#7f7f7f", "#bcbd22")
+LEGEND_BRUSH = pg.mkBrush(255, 255, 255, 210)
+DATA_BRUSH = pg.mkBrush(90, 90, 90, 110)
+TRUE_PEN = pg.mkPen("#222222", width=2, style=pg.QtCore.Qt.PenStyle.DashLine)
+
+pg.setConfigOptions(antialias=False, useOpenGL=False, background="w", foreground="#222222")
+
+
+def run_colour(index: int) -> QColor:
+    return QColor(RUN_COLOURS[index % len(RUN_COLOURS)])
+
+
+def polylines(lines: np.ndarray, cols: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(L, P, d) polylines -> x and y arrays of coordinates `cols`, lines separated by NaN, for
+    `setData(x, y, connect="finite")`."""
+    L, P, _ = lines.shape
+    sel = np.full((L, P + 1, 2), np.nan)
+    sel[:, :P, 0] = lines[:, :, cols[0]]
+    sel[:, :P, 1] = lines[:, :, cols[1]] if len(cols) > 1 else 0.0
+    flat = sel.reshape(-1, 2)
+    return flat[:, 0], flat[:, 1]
+
+
+def plane(points: np.ndarray) -> np.ndarray:
+    """The first two columns of (N, d) points for a 2-D scatter (a zero second column when d = 1)."""
+    if points.shape[1] >= 2:
+        return points[:, :2]
+    return np.column_stack([points[:, 0], np.zeros(points.shape[0])])
+
+
+class GrowingSeries:
+    """Appendable (x, y) with amortised O(1) appends: a buffer that doubles when full."""
+
+    def __init__(self, capacity: int = 1024):
+        self._buf = np.empty((capacity, 2))
+        self._n = 0
+
+    def append(self, x: float, y: float) -> None:
+        if self._n == len(self._buf):
+            self._buf = np.concatenate([self._buf, np.empty_like(self._buf)])
+        self._buf[self._n] = (x, y)
+        self._n += 1
+
+    def clear(self) -> None:
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._buf[: self._n, 0]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._buf[: self._n, 1]
+
+
+class PlotTexts:
+    """Title and axis labels of a PlotItem, set only when they change (each change lays the plot out again)."""
+
+    def __init__(self, plot: pg.PlotItem):
+        self.plot = plot
+        self._shown: dict[str, str] = {}
+
+    def set(self, title: str | None = None, bottom: str | None = None, left: str | None = None) -> None:
+        for key, text in (("title", title), ("bottom", bottom), ("left", left)):
+            if text is None or self._shown.get(key) == text:
+                continue
+            self._shown[key] = text
+            if key == "title":
+                self.plot.setTitle(text)
+            else:
+                self.plot.setLabel(key, text)
+
+
+def fit_view(plot: pg.PlotItem) -> None:
+    """Range the view to its items once, then keep it: auto-ranging on every update would re-lay out the
+    axes at every frame (the "A" button or right-click "View all" ranges it again)."""
+    plot.enableAutoRange()
+    plot.autoRange()
+    plot.disableAutoRange()
+
+
+class LiveView:
+    """Mixin: `mark_dirty()` when the cached data change; `refresh()` redraws only if dirty."""
+
+    _dirty = False
+
+    def mark_dirty(self) -> None:
+        self._dirty = True
+
+    def refresh(self) -> bool:
+        if not self._dirty:
+            return False
+        self._dirty = False
+        self.redraw()
+        return True
+
+    def redraw(self) -> None:
+        raise NotImplementedError
+
+
+class RedrawClock(QObject):
+    """Redraws the dirty views at most `hz` times a second; counts the frames that drew something."""
+
+    def __init__(self, views: Sequence[LiveView], hz: float = 20.0, parent: QObject | None = None):
+        super().__init__(parent)
+        self.views = list(views)
+        self.frames = 0
+        self.timer = QTimer(self)
+        self.timer.setInterval(round(1000 / hz))
+        self.timer.timeout.connect(self.tick)
+        self.timer.start()
+
+    def tick(self) -> None:
+        drew = False
+        for view in self.views:
+            drew = view.refresh() or drew
+        if drew:
+            self.frames += 1

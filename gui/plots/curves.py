@@ -1,0 +1,161 @@
+"""Training curves: the objective, the held-out log-likelihood (with the true model's value once known)
+and σ (with the true σ), for the live run and for every run ticked in the results table."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from .common import LEGEND_BRUSH, GrowingSeries, LiveView
+
+REF_PEN = pg.mkPen("#222222", width=1.5, style=Qt.PenStyle.DashLine)
+
+
+@dataclass
+class History:
+    """A run's curves as arrays: the objective and σ at every recorded step, held-out where evaluated."""
+
+    step: np.ndarray
+    objective: np.ndarray
+    sigma: np.ndarray
+    heldout_step: np.ndarray
+    heldout: np.ndarray
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, float]]) -> History:
+        def col(key: str) -> np.ndarray:
+            return np.array([float(r.get(key, math.nan)) for r in rows], dtype=float)
+
+        step, held = col("step"), col("heldout")
+        ok = np.isfinite(held)
+        return cls(step, col("objective"), col("sigma"), step[ok], held[ok])
+
+
+class CurvesView(QWidget, LiveView):
+    def __init__(self) -> None:
+        super().__init__()
+        self.glw = pg.GraphicsLayoutWidget()
+        self.objective_plot = self.glw.addPlot(row=0, col=0, title="Training objective")
+        self.heldout_plot = self.glw.addPlot(row=1, col=0, title="Held-out log-likelihood (nats/point)")
+        self.sigma_plot = self.glw.addPlot(row=2, col=0, title="Noise σ")
+        self.plots = (self.objective_plot, self.heldout_plot, self.sigma_plot)
+        for plot in self.plots:
+            plot.setDownsampling(auto=True, mode="peak")
+            plot.setClipToView(True)
+            plot.setAutoVisible(y=True)
+            if plot is not self.objective_plot:
+                plot.setXLink(self.objective_plot)
+        self.sigma_plot.setLabel("bottom", "step")
+        self.legend = self.heldout_plot.addLegend(offset=(-5, -5), brush=LEGEND_BRUSH)
+        self.live = [plot.plot(connect="finite") for plot in self.plots]
+        self.live[1].setSymbol("o")
+        self.live[1].setSymbolSize(5)
+        self.true_loglik = pg.InfiniteLine(angle=0, pen=REF_PEN, label="truth", movable=False,
+                                           labelOpts={"position": 0.05, "color": "#222222"})
+        self.true_sigma = pg.InfiniteLine(angle=0, pen=REF_PEN, label="true σ", movable=False,
+                                          labelOpts={"position": 0.05, "color": "#222222"})
+        self.heldout_plot.addItem(self.true_loglik, ignoreBounds=False)
+        self.sigma_plot.addItem(self.true_sigma, ignoreBounds=False)
+        self.true_loglik.hide()
+        self.true_sigma.hide()
+        self.series = {k: GrowingSeries() for k in ("objective", "heldout", "sigma")}
+        self.overlays: dict[int, list[pg.PlotDataItem]] = {}
+        self._shown: set[int] = set()
+
+        self.log_sigma = QCheckBox("log σ axis")
+        self.log_sigma.setToolTip("Show σ on a log scale (useful when σ collapses towards 0)")
+        self.log_sigma.toggled.connect(lambda on: self.sigma_plot.setLogMode(y=on))
+        bar = QHBoxLayout()
+        self.status = QLabel("")
+        bar.addWidget(self.status, 1)
+        bar.addWidget(self.log_sigma)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(bar)
+        layout.addWidget(self.glw, 1)
+
+    # ------------------------------------------------------------------------------------ live run
+    def start_live(self, colour: str, objective_label: str, steps: int) -> None:
+        """A new run: its x range is fixed to its steps (so the axes are not laid out again every frame)."""
+        for s in self.series.values():
+            s.clear()
+        for plot in self.plots:
+            plot.enableAutoRange(x=False)
+        self.objective_plot.setXRange(0, steps, padding=0.01)
+        pen = pg.mkPen(colour, width=2)
+        for item in self.live:
+            item.setPen(pen)
+            item.show()
+        self.live[1].setSymbolBrush(pg.mkBrush(colour))
+        self.live[1].setSymbolPen(None)
+        self.set_objective_label(objective_label)
+        self.mark_dirty()
+
+    def set_objective_label(self, label: str) -> None:
+        self.objective_plot.setTitle(f"Training objective: {label}" if label else "Training objective")
+
+    def add_rows(self, rows: list[dict[str, float]]) -> None:
+        for row in rows:
+            step = row["step"]
+            self.series["objective"].append(step, row["objective"])
+            self.series["sigma"].append(step, row["sigma"])
+            if math.isfinite(row.get("heldout", math.nan)):
+                self.series["heldout"].append(step, row["heldout"])
+        if rows:
+            self.mark_dirty()
+
+    def end_live(self) -> None:
+        """The run is over: its full history is shown as an overlay instead."""
+        for s in self.series.values():
+            s.clear()
+        for plot in self.plots:
+            plot.enableAutoRange(x=True)
+        self.mark_dirty()
+
+    def set_true_sigma(self, sigma: float | None) -> None:
+        self._set_line(self.true_sigma, sigma)
+
+    def set_true_loglik(self, value: float | None) -> None:
+        self._set_line(self.true_loglik, value)
+
+    def _set_line(self, line: pg.InfiniteLine, value: float | None) -> None:
+        if value is None or not math.isfinite(value):
+            line.hide()
+        else:
+            line.setValue(value)
+            line.show()
+
+    def redraw(self) -> None:
+        for item, key in zip(self.live, ("objective", "heldout", "sigma"), strict=True):
+            s = self.series[key]
+            item.setData(s.x, s.y)
+
+    # ------------------------------------------------------------------------------------ overlays
+    def set_overlay(self, run_id: int, history: History | None, colour: str, name: str, visible: bool) -> None:
+        """Show or hide a finished run's curves; the items are made once per run, then toggled."""
+        items = self.overlays.get(run_id)
+        if items is None:
+            if not visible or history is None:
+                return
+            pen = pg.mkPen(colour, width=1.5)
+            brush = pg.mkBrush(colour)
+            items = [self.objective_plot.plot(history.step, history.objective, pen=pen),
+                     self.heldout_plot.plot(history.heldout_step, history.heldout, pen=pen, symbol="o",
+                                            symbolSize=5, symbolBrush=brush, symbolPen=None),
+                     self.sigma_plot.plot(history.step, history.sigma, pen=pen)]
+            self.overlays[run_id] = items
+        if visible == (run_id in self._shown):
+            return
+        for item in items:
+            item.setVisible(visible)
+        if visible:
+            self._shown.add(run_id)
+            self.legend.addItem(items[1], name)
+        else:
+            self._shown.discard(run_id)
+            self.legend.removeItem(items[1])

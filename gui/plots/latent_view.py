@@ -1,0 +1,80 @@
+"""Latent space: the true latents z of the shown training points against the latents the estimator
+infers for them (encoder means, posterior means or modes, or MCMC chain states), Procrustes-aligned to
+the true z by the engine when both are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from .common import DATA_BRUSH, LEGEND_BRUSH, LiveView, PlotTexts, fit_view, plane
+
+LATENT_SOURCE = {
+    "mle-quadrature": "posterior means", "mle-adaptive": "posterior modes", "mle-importance": "posterior modes",
+    "mle-mcem": "MCMC chain states", "vae": "encoder means", "iwae": "encoder means",
+}
+
+
+class LatentView(QWidget, LiveView):
+    """m = 1 on both sides: inferred against true z, with the diagonal; otherwise both point clouds in
+    the plane of the first two latent coordinates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.widget = pg.PlotWidget()
+        self.plot = self.widget.getPlotItem()
+        self.texts = PlotTexts(self.plot)
+        self.plot.addLegend(offset=(5, 5), brush=LEGEND_BRUSH)
+        self.true_scatter = pg.ScatterPlotItem(size=4, pen=None, brush=DATA_BRUSH, name="true z")
+        self.inferred_scatter = pg.ScatterPlotItem(size=4, pen=None, brush=pg.mkBrush(0, 114, 178, 150),
+                                                   name="inferred")
+        self.diagonal = pg.InfiniteLine(angle=45, pen=pg.mkPen("#999999", style=pg.QtCore.Qt.PenStyle.DashLine))
+        self.plot.addItem(self.true_scatter)
+        self.plot.addItem(self.inferred_scatter)
+        self.plot.addItem(self.diagonal)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.widget)
+        self.true_z: np.ndarray | None = None
+        self.inferred: np.ndarray | None = None
+        self.source = ""
+        self._fit = False  # range the view at the next redraw that has points
+
+    def set_true(self, z: np.ndarray | None, estimator: str) -> None:
+        self.true_z = z
+        self.inferred = None
+        self.source = LATENT_SOURCE.get(estimator, "inferred")
+        self._fit = True
+        self.mark_dirty()
+
+    def set_inferred(self, latents: np.ndarray | None) -> None:
+        self.inferred = latents
+        self.mark_dirty()
+
+    def set_colour(self, colour: str) -> None:
+        c = pg.mkColor(colour)
+        c.setAlpha(150)
+        self.inferred_scatter.setBrush(pg.mkBrush(c))
+
+    def redraw(self) -> None:
+        z, lat = self.true_z, self.inferred
+        paired = z is not None and lat is not None and z.shape[1] == 1 and lat.shape[1] == 1
+        was_paired = self.diagonal.isVisible()
+        self.diagonal.setVisible(paired)
+        what = self.source or "inferred latents"
+        if paired:
+            self.texts.set(title=f"Latents: {what} vs true z", bottom="true z₁", left=f"{what} ẑ₁ (aligned)")
+            self.true_scatter.setData([], [])
+            self.inferred_scatter.setData(z[:, 0], lat[:, 0])
+        else:
+            self.texts.set(title=f"Latents: true z and {what}", bottom="z₁", left="z₂")
+            for item, points in ((self.true_scatter, z), (self.inferred_scatter, lat)):
+                if points is None:
+                    item.setData([], [])
+                else:
+                    xy = plane(points)
+                    item.setData(xy[:, 0], xy[:, 1])
+        if (self._fit or paired != was_paired) and (z is not None or lat is not None):
+            self._fit = False
+            fit_view(self.plot)

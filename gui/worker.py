@@ -1,0 +1,236 @@
+"""The only module that touches QThread.
+
+`EngineWorker` runs one engine task in a worker thread. A task is a callable
+``task(report, should_stop) -> result`` (training: ``engine.runs.fit`` with `report` as its `on_progress`
+and `should_stop` as its stop flag). Wiring as in superqt's ``new_worker_qthread``:
+
+    thread.started -> worker.run,  worker.ended -> thread.quit and worker.deleteLater,
+    thread.finished -> thread.deleteLater
+
+Signals of the worker (emitted in the worker thread):
+    progress(object)   a dict with copied numpy arrays; at most `max_rate` per second, each carrying the
+                       `history_rows` of every progress dict merged into it (none is lost)
+    finished(object)   the task's return value (a RunResult for training)
+    failed(str, str)   message and traceback of an exception raised by the task
+    ended()            always last (quits the thread); exactly one of finished and failed comes before it
+
+`RunController` lives in the GUI thread, owns the thread and re-emits these signals, so only GUI-thread
+QObjects receive them (a plain function connected to a worker-thread signal would run in the worker).
+Stop, pause and step go through `threading.Event`s read in `should_stop`, which the engine calls before
+every optimiser step; while paused, `should_stop` blocks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
+
+ProgressFn = Callable[[dict[str, Any]], None]
+StopFn = Callable[[], bool]
+Task = Callable[[ProgressFn, StopFn], Any]
+DoneFn = Callable[[Any], None]
+
+
+def copied(value: Any) -> Any:
+    """A copy of a progress dict in which no numpy array is shared with the sender."""
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, dict):
+        return {k: copied(v) for k, v in value.items()}
+    return value
+
+
+class EngineWorker(QObject):
+    """Runs `task` once, in the thread it is moved to. See the module docstring."""
+
+    progress = Signal(object)
+    finished = Signal(object)
+    failed = Signal(str, str)
+    ended = Signal()
+
+    def __init__(self, task: Task, *, paused: bool = False, max_rate: float = 60.0):
+        super().__init__()
+        self._task = task
+        self._stop = threading.Event()
+        self._go = threading.Event()  # cleared while paused
+        if not paused:
+            self._go.set()
+        self._single_step = False
+        self._steps_started = 0
+        self._pending: dict[str, Any] | None = None
+        self._rows: list[dict[str, float]] = []
+        self._min_gap = 1.0 / max_rate
+        self._last_emit = 0.0
+
+    # ------------------------------------------------------------ called from the GUI thread (thread-safe)
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._go.set()
+
+    def pause(self) -> None:
+        self._go.clear()
+
+    def resume(self) -> None:
+        self._go.set()
+
+    def step_once(self) -> None:
+        """Run one more step, then pause again."""
+        self._single_step = True
+        self._go.set()
+
+    # ------------------------------------------------------------------------ runs in the worker thread
+    @Slot()
+    def run(self) -> None:
+        try:
+            result = self._task(self._report, self._should_stop)
+        except BaseException as exc:  # reported, never raised in the worker thread
+            self._flush()
+            self.failed.emit(str(exc) or type(exc).__name__, traceback.format_exc())
+        else:
+            self._flush()
+            self.finished.emit(result)
+        finally:
+            self.ended.emit()
+
+    def _should_stop(self) -> bool:
+        if not self._go.is_set():
+            self._flush()
+            self.progress.emit({"phase": "paused", "step": self._steps_started})
+            self._go.wait()
+        if self._stop.is_set():
+            return True
+        if self._single_step:
+            self._single_step = False
+            self._go.clear()
+        self._steps_started += 1
+        return False
+
+    def _report(self, info: dict[str, Any]) -> None:
+        info = copied(info)
+        if "phase" in info:  # one-off messages are never merged or delayed
+            self._flush()
+            self.progress.emit(info)
+            return
+        row = info.get("history_row")
+        if row is not None:
+            self._rows.append(row)
+        if self._pending is not None and info.get("setup") is None:
+            info["setup"] = self._pending.get("setup")  # the one-off plot setup survives merging
+        self._pending = info
+        if time.perf_counter() - self._last_emit >= self._min_gap:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending is None:
+            return
+        info, self._pending = self._pending, None
+        info["history_rows"], self._rows = self._rows, []
+        self._last_emit = time.perf_counter()
+        self.progress.emit(info)
+
+
+class RunController(QObject):
+    """Owns the worker thread (one task at a time) and re-emits the worker's signals in the GUI thread."""
+
+    progress = Signal(object)
+    finished = Signal(object)
+    failed = Signal(str, str)
+    busy_changed = Signal(bool)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._thread: QThread | None = None
+        self._worker: EngineWorker | None = None
+        self._kind = ""
+        self._on_done: DoneFn | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def kind(self) -> str:
+        """What the current (or else the last) task is: "train", "generate", ..."""
+        return self._kind
+
+    def start(self, kind: str, task: Task, on_done: DoneFn | None = None, *, paused: bool = False) -> None:
+        """Run `task` in a new worker thread; `on_done(result)` is called in the GUI thread."""
+        if self.busy:
+            raise RuntimeError(f"the worker is busy with {self._kind!r}")
+        thread = QThread()
+        worker = EngineWorker(task, paused=paused)
+        worker.moveToThread(thread)
+        thread.started.connect(worker.run)
+        worker.progress.connect(self._on_progress)
+        worker.finished.connect(self._on_finished)
+        worker.failed.connect(self._on_failed)
+        worker.ended.connect(thread.quit)
+        worker.ended.connect(worker.deleteLater)
+        thread.finished.connect(thread.deleteLater)
+        self._thread, self._worker, self._kind, self._on_done = thread, worker, kind, on_done
+        self.busy_changed.emit(True)
+        thread.start()
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.request_stop()
+
+    def pause(self) -> None:
+        if self._worker is not None:
+            self._worker.pause()
+
+    def resume(self) -> None:
+        if self._worker is not None:
+            self._worker.resume()
+
+    def step_once(self) -> None:
+        if self._worker is not None:
+            self._worker.step_once()
+
+    def shutdown(self) -> None:
+        """Stop the task and wait for its thread, delivering its result (the run so far) first."""
+        self.stop()
+        while self._thread is not None:
+            self._thread.wait(50)
+            QCoreApplication.processEvents()
+
+    # ------------------------------------------------------------------------------ GUI-thread slots
+    @Slot(object)
+    def _on_progress(self, info: dict[str, Any]) -> None:
+        self.progress.emit(info)
+
+    @Slot(object)
+    def _on_finished(self, result: Any) -> None:
+        on_done = self._on_done
+        self._release()
+        if on_done is not None:
+            on_done(result)
+        self.finished.emit(result)
+
+    @Slot(str, str)
+    def _on_failed(self, message: str, details: str) -> None:
+        self._release()
+        self.failed.emit(message, details)
+
+    def _release(self) -> None:
+        """The task has returned: join its thread so the next task can start at once. Only the worker's one
+        terminal signal (finished or failed) calls this, so a late signal of an old task never releases a
+        newer one.
+
+        The worker deletes itself (deleteLater) in its thread as the thread ends, so the Python reference is
+        dropped only after `wait()`: dropping it earlier would delete it from this thread at the same time.
+        """
+        thread = self._thread
+        if thread is None:
+            return
+        self._thread, self._on_done = None, None
+        thread.quit()
+        thread.wait()
+        self._worker = None
+        self.busy_changed.emit(False)

@@ -1,0 +1,411 @@
+"""GUI tests (pytest-qt, offscreen): runs from the UI, stop/pause/step/close, validation, failures,
+redraw rate, screenshots, snapshot immutability, settings and files."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import shiboken6
+from PySide6.QtCore import QSettings, QThread
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QMessageBox
+
+from engine.config import RunConfig
+from engine.estimators import SUMMARIES
+from engine.runs import fit as engine_fit
+from engine.storage import load_dataset
+from gui import tasks
+from gui.main_window import MainWindow
+from gui.panels.fields import INVALID_STYLE
+from gui.panels.model_panel import preset_files
+from gui.settings import Settings
+from gui.state import RunState
+
+DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
+RUN_TIMEOUT_MS = 60_000
+
+
+def tiny_config(**training: Any) -> RunConfig:
+    """n = m = 1, a few hundred points, a small decoder: a run of a second or two."""
+    cfg = RunConfig()
+    cfg.simulation.samples = 300
+    cfg.decoder.hidden = (8,)
+    cfg.estimator.name = "mle-quadrature"
+    cfg.estimator.nodes = 16
+    cfg.training.steps = 60
+    cfg.training.batch_size = 64
+    cfg.training.eval_every = 20
+    cfg.training.snapshot_every = 5
+    cfg.training.device = "cpu"
+    for k, v in training.items():
+        setattr(cfg.training, k, v)
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def no_dangling_qthreads(monkeypatch: pytest.MonkeyPatch):
+    """Fail a test that leaves a QThread running (as napari's conftest does)."""
+    started: list[QThread] = []
+    original = QThread.start
+
+    def start(self: QThread, *args: Any) -> None:
+        started.append(self)
+        original(self, *args)
+
+    monkeypatch.setattr(QThread, "start", start)
+    yield
+    running = [t for t in started if shiboken6.isValid(t) and t.isRunning()]
+    assert not running, f"{len(running)} QThread(s) still running after the test"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+
+
+def open_window(qtbot: Any, settings: Settings) -> MainWindow:
+    w = MainWindow(settings)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.controller.kind == "warmup" and not w.controller.busy, timeout=RUN_TIMEOUT_MS)
+    return w
+
+
+@pytest.fixture
+def window(qtbot: Any, settings: Settings):
+    w = open_window(qtbot, settings)
+    yield w
+    w.close()
+
+
+def run_to_end(qtbot: Any, w: MainWindow, config: RunConfig) -> None:
+    w.apply_config(config)
+    assert w.start_action.isEnabled(), w.problem
+    with qtbot.waitSignal(w.controller.finished, timeout=RUN_TIMEOUT_MS):
+        w.start_action.trigger()
+
+
+def error_boxes(w: MainWindow) -> list[QMessageBox]:
+    return [b for b in w.findChildren(QMessageBox) if b.isVisible()]
+
+
+def test_short_run_from_the_ui_reaches_done_with_plots_and_a_result(qtbot: Any, window: MainWindow) -> None:
+    w = window
+    run_to_end(qtbot, w, tiny_config())
+    assert w.state == RunState.DONE
+    qtbot.wait(150)  # a few redraw ticks
+    x, y = w.data_view.scatter.getData()
+    assert len(x) == 300 and np.isfinite(y).all()
+    gx, gy = w.data_view.learned_curve.getData()
+    assert gx is not None and np.isfinite(gy).sum() > 100
+    tx, _ = w.data_view.true_curve.getData()
+    assert tx is not None and len(tx) > 100
+    lx, _ = w.latent_view.inferred_scatter.getData()
+    assert lx is not None and len(lx) > 0
+    assert w.results.rowCount() == 1
+    record = w.results.records[0]
+    assert record.status == "done" and record.metrics["steps"] == 60
+    assert math.isfinite(record.metrics["heldout_loglik"])
+    objective = w.curves.overlays[record.run_id][0]
+    assert len(objective.getData()[0]) == 60
+    assert w.curves.true_loglik.isVisible() and w.curves.true_sigma.isVisible()
+    assert w.status.progress.value() == 60
+    assert w.start_action.isEnabled() and not w.stop_action.isEnabled()
+
+
+def test_screenshot_after_a_run_is_not_blank(qtbot: Any, window: MainWindow) -> None:
+    run_to_end(qtbot, window, tiny_config(steps=120))
+    qtbot.wait(150)
+    image = window.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
+    pixels = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), -1)
+    assert pixels.std() > 20
+    DOCS_IMG.mkdir(parents=True, exist_ok=True)
+    assert image.save(str(DOCS_IMG / "main-window.png"))
+
+
+def test_stop_mid_run_answers_within_a_second(qtbot: Any, window: MainWindow) -> None:
+    w = window
+    w.apply_config(tiny_config(steps=1_000_000))
+    seen: dict[str, float] = {}
+    w.controller.progress.connect(lambda info: info.get("phase") == "evaluating"
+                                  and seen.setdefault("evaluating", time.perf_counter()))
+    w.start_action.trigger()
+    qtbot.waitUntil(lambda: w.status.step >= 50, timeout=RUN_TIMEOUT_MS)
+    assert w.state == RunState.RUNNING and not w.start_action.isEnabled()
+    with qtbot.waitSignal(w.controller.finished, timeout=RUN_TIMEOUT_MS):
+        clicked = time.perf_counter()
+        w.stop_action.trigger()
+        assert w.state == RunState.STOPPING
+    assert seen["evaluating"] - clicked < 1.0
+    assert w.state == RunState.DONE
+    record = w.results.records[0]
+    assert record.status == "stopped" and 50 <= record.metrics["steps"] < 1_000_000
+
+
+def test_pause_step_resume(qtbot: Any, window: MainWindow) -> None:
+    w = window
+    w.apply_config(tiny_config(steps=1_000_000))
+    paused_at: list[int] = []
+    w.controller.progress.connect(lambda info: info.get("phase") == "paused" and paused_at.append(info["step"]))
+    w.step_action.trigger()  # from idle: a paused run that makes one step
+    assert w.state == RunState.PAUSED and w.pause_action.text() == "Resume"
+    qtbot.waitUntil(lambda: paused_at == [1], timeout=RUN_TIMEOUT_MS)
+    w.step_action.trigger()
+    qtbot.waitUntil(lambda: paused_at == [1, 2], timeout=RUN_TIMEOUT_MS)
+    w.pause_action.trigger()  # resume
+    assert w.state == RunState.RUNNING
+    qtbot.waitUntil(lambda: w.status.step > 20, timeout=RUN_TIMEOUT_MS)
+    w.pause_action.trigger()
+    qtbot.waitUntil(lambda: len(paused_at) == 3, timeout=RUN_TIMEOUT_MS)
+    with qtbot.waitSignal(w.controller.finished, timeout=RUN_TIMEOUT_MS):
+        w.stop_action.trigger()
+    assert w.results.records[0].metrics["steps"] == paused_at[-1]
+
+
+def test_close_mid_run_stops_joins_and_keeps_the_run(qtbot: Any, settings: Settings) -> None:
+    w = open_window(qtbot, settings)
+    w.apply_config(tiny_config(steps=1_000_000))
+    w.start_action.trigger()
+    qtbot.waitUntil(lambda: w.status.step >= 20, timeout=RUN_TIMEOUT_MS)
+    w.close()
+    assert not w.controller.busy
+    assert [r.status for r in w.results.records] == ["stopped"]
+
+
+def test_invalid_fields_block_start_with_their_message(qtbot: Any, window: MainWindow) -> None:
+    w = window
+    sigma = w.model_panel.form.fields["sigma"]
+    sigma.line.selectAll()
+    qtbot.keyClicks(sigma.line, "0")
+    assert not w.start_action.isEnabled()
+    assert "(0, 1000]" in sigma.error and sigma.editor.styleSheet() == INVALID_STYLE
+    assert "simulation.sigma" in w.problem_label.text()
+    w.start()
+    assert w.state == RunState.IDLE and not w.controller.busy
+    qtbot.keyClicks(sigma.line, ".2")
+    assert w.start_action.isEnabled() and not sigma.error and w.config.simulation.sigma == 0.2
+
+    hidden = w.training_panel.decoder_form.fields["hidden"]
+    hidden.line.selectAll()
+    qtbot.keyClicks(hidden.line, "64,x")
+    assert "whole numbers" in hidden.error and not w.start_action.isEnabled()
+    hidden.line.selectAll()
+    qtbot.keyClicks(hidden.line, "16,16")
+    assert w.config.decoder.hidden == (16, 16) and w.start_action.isEnabled()
+
+    w.estimator_panel.form.fields["name"].combo.setCurrentIndex(0)  # mle-quadrature
+    w.training_panel.decoder_form.fields["m"].spin.setValue(4)  # quadrature needs m <= 3
+    assert "m <= 3" in w.estimator_panel.form.fields["name"].error
+    assert not w.start_action.isEnabled() and not w.step_action.isEnabled()
+
+
+def test_engine_exception_is_shown_and_the_app_returns_to_idle(qtbot: Any, window: MainWindow,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_fit(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the engine broke")
+
+    monkeypatch.setattr(tasks, "fit", broken_fit)
+    w = window
+    w.apply_config(tiny_config())
+    w.start_action.trigger()
+    qtbot.waitUntil(lambda: bool(error_boxes(w)), timeout=RUN_TIMEOUT_MS)
+    box = error_boxes(w)[0]
+    assert "the engine broke" in box.text() and "RuntimeError" in box.detailedText()
+    assert w.state == RunState.FAILED and w.start_action.isEnabled()
+    box.button(QMessageBox.StandardButton.Ok).click()
+    qtbot.waitUntil(lambda: w.state == RunState.IDLE)
+    assert w.results.rowCount() == 0 and not w.controller.busy
+
+
+def test_failed_run_status_is_shown_and_kept(qtbot: Any, window: MainWindow,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_fit(*args: Any, **kwargs: Any) -> Any:
+        result = engine_fit(*args, **kwargs)
+        result.status, result.message = "failed", "the objective became nan at step 7"
+        return result
+
+    monkeypatch.setattr(tasks, "fit", failing_fit)
+    w = window
+    run_to_end(qtbot, w, tiny_config(steps=10))
+    box = error_boxes(w)[0]
+    assert "nan at step 7" in box.text()
+    box.done(0)
+    qtbot.waitUntil(lambda: w.state == RunState.IDLE)
+    assert w.results.records[0].status == "failed"
+
+
+def test_redraw_rate_stays_bounded_and_no_progress_is_lost(qtbot: Any, window: MainWindow) -> None:
+    w = window
+    received: list[dict[str, Any]] = []
+    w.controller.progress.connect(lambda info: "phase" not in info and received.append(info))
+    frames = w.clock.frames
+    t0 = time.perf_counter()
+    run_to_end(qtbot, w, tiny_config(steps=150, snapshot_every=1, eval_every=1000))
+    elapsed = time.perf_counter() - t0
+    drawn = w.clock.frames - frames
+    assert drawn <= 20 * elapsed + 3  # the 20 Hz clock, whatever the snapshot rate
+    assert len(received) <= 60 * elapsed + 5  # the worker merges snapshots to at most 60/s
+    rows = [row["step"] for info in received for row in info["history_rows"]]
+    assert rows == list(range(1, 151))
+
+
+def test_emitted_snapshot_arrays_are_never_mutated(qtbot: Any, window: MainWindow) -> None:
+    w = window
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def keep(info: dict[str, Any]) -> None:
+        for key in ("manifold", "latents", "sigma"):
+            if isinstance(info.get(key), np.ndarray):
+                kept.append((info[key], info[key].copy()))
+
+    w.controller.progress.connect(keep)
+    run_to_end(qtbot, w, tiny_config(steps=80, snapshot_every=2))
+    assert len(kept) > 10
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in kept)
+
+
+def test_settings_round_trip_keeps_types(qtbot: Any, tmp_path: Path) -> None:
+    path = str(tmp_path / "types.ini")
+    s = Settings(QSettings(path, QSettings.Format.IniFormat))
+    s.set("a/flag", True)
+    s.set("a/count", 7)
+    s.sync()
+    again = Settings(QSettings(path, QSettings.Format.IniFormat))
+    flag, count = again.get_bool("a/flag", False), again.get_int("a/count", 0)
+    assert flag is True and type(count) is int and count == 7
+    assert again.get_bool("a/missing", False) is False
+
+    w = open_window(qtbot, again)
+    w.curves.log_sigma.setChecked(True)
+    w.samples_view.count.setValue(1234)
+    w.config.simulation.sigma = 0.25
+    w.close()
+    w2 = open_window(qtbot, Settings(QSettings(path, QSettings.Format.IniFormat)))
+    assert w2.curves.log_sigma.isChecked() and w2.samples_view.count.value() == 1234
+    assert w2.config.simulation.sigma == 0.25
+    assert w2.model_panel.form.fields["sigma"].line.text() == "0.25"
+    w2.close()
+
+
+def test_presets_load_into_the_panels(window: MainWindow) -> None:
+    names = {p.stem for p in preset_files()}
+    assert names == {"n1m1-polynomial", "sigmoid-n3m2", "mlp-n5m2", "linear-ppca-n5m2", "degenerate-no-floor"}
+    for path in preset_files():
+        window.load_preset(str(path))
+        assert window.config == RunConfig.from_json(path.read_text())
+        assert not window.problem and not error_boxes(window)
+    window.load_preset(str(next(p for p in preset_files() if p.stem == "degenerate-no-floor")))
+    assert window.training_panel.decoder_form.fields["sigma_min"].line.text() == "0"
+    window.load_preset(str(next(p for p in preset_files() if p.stem == "linear-ppca-n5m2")))
+    assert window.training_panel.decoder_form.fields["hidden"].line.text() == ""
+
+
+def test_estimator_panel_shows_relevant_settings_and_the_formula(window: MainWindow) -> None:
+    panel = window.estimator_panel
+    combo = panel.form.fields["name"].combo
+    combo.setCurrentIndex(combo.findData("iwae"))
+    visible = {name for name, f in panel.form.fields.items() if not f.isHidden()}
+    assert {"samples", "encoder_hidden", "dreg", "vae_sigma"} <= visible
+    assert not visible & {"nodes", "proposal", "sampler", "beta"}
+    assert panel.formula_label.text() == SUMMARIES["iwae"][0]
+    assert panel.summary_label.text() == SUMMARIES["iwae"][1]
+    assert "K" in panel.form.fields["samples"].toolTip()
+    combo.setCurrentIndex(combo.findData("mle-mcem"))
+    assert panel.form.fields["leapfrog_steps"].isHidden()
+    panel.form.fields["sampler"].combo.setCurrentIndex(1)  # hmc
+    assert not panel.form.fields["leapfrog_steps"].isHidden()
+
+
+def test_cuda_is_greyed_out_with_a_reason_when_unavailable(window: MainWindow) -> None:
+    field = window.training_panel.training_form.fields["device"]
+    item = field.combo.model().item(field.combo.findData("cuda"))
+    if window._cuda_reason is None:
+        assert item.isEnabled()
+    else:
+        assert not item.isEnabled() and "torch.cuda.is_available()" in item.toolTip()
+
+
+def test_files_save_open_export(qtbot: Any, window: MainWindow, tmp_path: Path) -> None:
+    w = window
+    run_to_end(qtbot, w, tiny_config())
+
+    def wait_idle() -> None:
+        qtbot.waitUntil(lambda: not w.controller.busy, timeout=RUN_TIMEOUT_MS)
+
+    w.save_run_to(str(tmp_path / "run1"))
+    wait_idle()
+    assert (tmp_path / "run1" / "decoder.safetensors").exists()
+    w.open_run_from(str(tmp_path / "run1" / "run.json"))
+    wait_idle()
+    assert w.results.rowCount() == 2
+    first, opened = w.results.records
+    assert opened.saved is not None and opened.metrics["heldout_loglik"] == pytest.approx(
+        first.metrics["heldout_loglik"])
+    assert len(opened.history.step) == 60
+
+    pickle = tmp_path / "model.pt"
+    pickle.write_bytes(b"\x80\x04not really")
+    w.open_run_from(str(pickle))
+    qtbot.waitUntil(lambda: bool(error_boxes(w)), timeout=RUN_TIMEOUT_MS)
+    box = error_boxes(w)[0]
+    assert "pickle" in box.text().lower()
+    box.done(0)
+    assert w.results.rowCount() == 2
+
+    w.save_config_to(str(tmp_path / "config.json"))
+    assert RunConfig.from_json((tmp_path / "config.json").read_text()) == w.config
+    for suffix in ("csv", "npz"):
+        w.export_data_to(str(tmp_path / f"data.{suffix}"))
+        wait_idle()
+        assert len(load_dataset(tmp_path / f"data.{suffix}")) == 300
+    w.import_data_from(str(tmp_path / "data.csv"))
+    wait_idle()
+    assert w.data is not None and w.data.simulation is None and w.data.dataset.truth is None
+    w.export_results_to(str(tmp_path / "results.csv"))
+    assert (tmp_path / "results.csv").read_text().count("\n") == 3
+    for name in ("curves.png", "curves.svg"):
+        w.export_plot_to(w.curves.glw, str(tmp_path / name))
+        assert (tmp_path / name).stat().st_size > 1000
+    w.export_plot_to(w.data_view.widget, str(tmp_path / "data.png"))
+    assert (tmp_path / "data.png").stat().st_size > 1000
+
+
+def test_samples_and_posterior_of_a_vae(qtbot: Any, window: MainWindow) -> None:
+    w = window
+    cfg = tiny_config()
+    cfg.estimator.name = "vae"
+    cfg.estimator.encoder_hidden = (8,)
+    run_to_end(qtbot, w, cfg)
+    with qtbot.waitSignal(w.controller.finished, timeout=RUN_TIMEOUT_MS):
+        w.samples_view.fit_button.click()
+    assert w.samples_view.samples is not None and w.samples_view.samples.x.shape == (1000, 1)
+    with qtbot.waitSignal(w.controller.finished, timeout=RUN_TIMEOUT_MS):
+        w.samples_view.truth_button.click()
+    assert "true model" in w.samples_view.samples.label
+    w.posterior_view.set_index(5)
+    with qtbot.waitSignal(w.controller.finished, timeout=RUN_TIMEOUT_MS):
+        w.posterior_view.button.click()
+    post = w.posterior_view.result
+    assert post is not None and post.index == 5 and post.encoder is not None
+    h = post.axis[1] - post.axis[0]
+    assert post.exact.sum() * h == pytest.approx(1.0, abs=1e-3)
+    qtbot.wait(150)
+    assert w.data_view.chosen.getData()[0] is not None and len(w.data_view.chosen.getData()[0]) == 1
+
+
+def test_results_csv_lists_every_run(qtbot: Any, window: MainWindow) -> None:
+    run_to_end(qtbot, window, tiny_config(steps=20))
+    text = window.results.to_csv()
+    header, row = text.strip().split("\n")
+    assert header.startswith("run,estimator") and row.startswith("1,mle-quadrature")
+    assert json.loads(window.config.to_json())["training"]["steps"] == 20
