@@ -1,4 +1,5 @@
-"""Work-around for reference-counting bugs of PySide6 6.12.0 on Python < 3.12.
+"""Process-level adjustments for the GUI: a work-around for reference-counting bugs of PySide6 6.12.0
+on Python < 3.12, and a garbage-collector setting that keeps full collections out of training runs.
 
 PySide6 6.12.0 returns the `None` of every void method (`setPen`, `setData`, `setObjectName`, ...) and
 the `True` of `SignalInstance.emit()` without taking a reference. On Python 3.12+ these singletons are
@@ -14,6 +15,7 @@ no session can use up.
 from __future__ import annotations
 
 import ctypes
+import gc
 import sys
 
 from PySide6.QtCore import QObject, Signal
@@ -45,3 +47,16 @@ def guard() -> bool:
     for singleton in (None, True, False):
         ctypes.c_ssize_t.from_address(id(singleton)).value += HEADROOM  # ob_refcnt: PyObject's first field
     return True
+
+
+GC_THRESHOLDS = (5_000, 100, 50)
+
+
+def settle_garbage_collector() -> None:
+    """Move everything alive now (torch, Qt, pyqtgraph: ~250 000 objects) out of the collector's reach and
+    collect less often. A run allocates a dict per step (its history), so with the default thresholds a
+    full collection (150-200 ms with the GIL held, stalling the GUI and training alike) came every
+    half-second; call once, when start-up is over."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

@@ -38,6 +38,7 @@ from engine.storage import atomic_write_text
 from engine.trainer import RunResult, resolve_device
 
 from . import dialogs, tasks
+from .compat import settle_garbage_collector
 from .panels.estimator_panel import EstimatorPanel
 from .panels.model_panel import ModelPanel
 from .panels.training_panel import TrainingPanel
@@ -544,6 +545,7 @@ class MainWindow(QMainWindow):
             self.controller.start("warmup", tasks.warm_up, self._on_warm)
 
     def _on_warm(self, result: None) -> None:
+        settle_garbage_collector()
         self.statusBar().showMessage("Ready", 3000)
 
     # --------------------------------------------------------------------------------------- the data

@@ -4,6 +4,7 @@ Refreshed by the redraw clock from the latest progress numbers."""
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar
@@ -45,6 +46,7 @@ class StatusView(LiveView):
         self.rate = math.nan
         self.elapsed = math.nan
         self.phase = ""
+        self._last = 0.0
         self.set_state(RunState.IDLE)
 
     def set_state(self, state: RunState, note: str = "") -> None:
@@ -65,6 +67,16 @@ class StatusView(LiveView):
         self.elapsed = float(info.get("elapsed", self.elapsed))
         self.phase = info.get("phase", "")
         self.mark_dirty()
+
+    def refresh(self) -> bool:
+        """Numbers change too fast to read at the plots' rate: at most four updates a second."""
+        now = time.perf_counter()
+        if now - self._last < 0.25 and self.phase == "":
+            return False
+        drew = super().refresh()
+        if drew:
+            self._last = now
+        return drew
 
     def redraw(self) -> None:
         self.step_label.setText(f"step {self.step} / {self.steps}")

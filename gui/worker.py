@@ -54,7 +54,7 @@ class EngineWorker(QObject):
     failed = Signal(str, str)
     ended = Signal()
 
-    def __init__(self, task: Task, *, paused: bool = False, max_rate: float = 60.0):
+    def __init__(self, task: Task, *, paused: bool = False, max_rate: float = 30.0):
         super().__init__()
         self._task = task
         self._stop = threading.Event()

@@ -1,17 +1,20 @@
 """Shared plot plumbing: the redraw clock, dirty-flag views, growing series and polyline flattening.
 
-Views cache the latest data they are given and mark themselves dirty; the `RedrawClock` (a 20 Hz
-QTimer) asks every view to refresh, and only dirty views call `setData`. Items are created once.
+Views cache the latest data they are given and mark themselves dirty; the `RedrawClock` (a 15 Hz
+QTimer) asks every view to refresh, and only dirty views on screen call `setData`. Items are created
+once; view ranges are set when the data change, not at every frame; static items are cached as pixmaps.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QGraphicsItem, QWidget
 
 # distinct, print-friendly colours for runs (Okabe-Ito, then Tableau)
 RUN_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
@@ -51,15 +54,20 @@ class GrowingSeries:
     def __init__(self, capacity: int = 1024):
         self._buf = np.empty((capacity, 2))
         self._n = 0
+        self.lo = self.hi = math.nan  # running range of the finite y values
 
     def append(self, x: float, y: float) -> None:
         if self._n == len(self._buf):
             self._buf = np.concatenate([self._buf, np.empty_like(self._buf)])
         self._buf[self._n] = (x, y)
         self._n += 1
+        if math.isfinite(y):
+            self.lo = y if math.isnan(self.lo) else min(self.lo, y)
+            self.hi = y if math.isnan(self.hi) else max(self.hi, y)
 
     def clear(self) -> None:
         self._n = 0
+        self.lo = self.hi = math.nan
 
     def __len__(self) -> int:
         return self._n
@@ -91,6 +99,13 @@ class PlotTexts:
                 self.plot.setLabel(key, text)
 
 
+def cache_static(*items: QGraphicsItem) -> None:
+    """Keep the rendering of items that rarely change (the data, the true manifold) as a pixmap, so the
+    frames that move another item of the plot do not paint them again."""
+    for item in items:
+        item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+
+
 def fit_view(plot: pg.PlotItem) -> None:
     """Range the view to its items once, then keep it: auto-ranging on every update would re-lay out the
     axes at every frame (the "A" button or right-click "View all" ranges it again)."""
@@ -108,7 +123,8 @@ class LiveView:
         self._dirty = True
 
     def refresh(self) -> bool:
-        if not self._dirty:
+        """Redraw if the data changed and the view is on screen (a hidden tab waits until it is shown)."""
+        if not self._dirty or (isinstance(self, QWidget) and not self.isVisible()):
             return False
         self._dirty = False
         self.redraw()
@@ -121,7 +137,7 @@ class LiveView:
 class RedrawClock(QObject):
     """Redraws the dirty views at most `hz` times a second; counts the frames that drew something."""
 
-    def __init__(self, views: Sequence[LiveView], hz: float = 20.0, parent: QObject | None = None):
+    def __init__(self, views: Sequence[LiveView], hz: float = 15.0, parent: QObject | None = None):
         super().__init__(parent)
         self.views = list(views)
         self.frames = 0

@@ -11,7 +11,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from .common import LEGEND_BRUSH, GrowingSeries, LiveView
+from .common import LEGEND_BRUSH, GrowingSeries, LiveView, cache_static
 
 REF_PEN = pg.mkPen("#222222", width=1.5, style=Qt.PenStyle.DashLine)
 
@@ -63,9 +63,12 @@ class CurvesView(QWidget, LiveView):
         self.sigma_plot.addItem(self.true_sigma, ignoreBounds=False)
         self.true_loglik.hide()
         self.true_sigma.hide()
+        cache_static(self.true_loglik, self.true_sigma)
         self.series = {k: GrowingSeries() for k in ("objective", "heldout", "sigma")}
         self.overlays: dict[int, list[pg.PlotDataItem]] = {}
         self._shown: set[int] = set()
+        self._ranged = False  # the live run's y ranges were set at least once
+        self._drawn: dict[str, int] = {}  # points of each live series on screen
 
         self.log_sigma = QCheckBox("log σ axis")
         self.log_sigma.setToolTip("Show σ on a log scale (useful when σ collapses towards 0)")
@@ -81,13 +84,16 @@ class CurvesView(QWidget, LiveView):
 
     # ------------------------------------------------------------------------------------ live run
     def start_live(self, colour: str, objective_label: str, steps: int) -> None:
-        """A new run: its x range is fixed to its steps (so the axes are not laid out again every frame)."""
+        """A new run: x is fixed to its steps and y ranges only grow, so the axes are laid out again only
+        when a curve leaves its range, not at every frame. When the run ends, the plots range to all."""
         for s in self.series.values():
             s.clear()
+        self._drawn.clear()
         for plot in self.plots:
-            plot.enableAutoRange(x=False)
+            plot.disableAutoRange()
         self.objective_plot.setXRange(0, steps, padding=0.01)
-        pen = pg.mkPen(colour, width=2)
+        self._ranged = False
+        pen = pg.mkPen(colour, width=1)
         for item in self.live:
             item.setPen(pen)
             item.show()
@@ -113,8 +119,9 @@ class CurvesView(QWidget, LiveView):
         """The run is over: its full history is shown as an overlay instead."""
         for s in self.series.values():
             s.clear()
+        self._drawn.clear()
         for plot in self.plots:
-            plot.enableAutoRange(x=True)
+            plot.enableAutoRange()
         self.mark_dirty()
 
     def set_true_sigma(self, sigma: float | None) -> None:
@@ -131,9 +138,32 @@ class CurvesView(QWidget, LiveView):
             line.show()
 
     def redraw(self) -> None:
-        for item, key in zip(self.live, ("objective", "heldout", "sigma"), strict=True):
+        """setData only for the series that grew (the sparse held-out one mostly has not)."""
+        for item, key, plot in zip(self.live, ("objective", "heldout", "sigma"), self.plots, strict=True):
             s = self.series[key]
+            if len(s) == self._drawn.get(key):
+                continue
+            self._drawn[key] = len(s)
             item.setData(s.x, s.y)
+            if len(s) and not plot.getViewBox().autoRangeEnabled()[1]:
+                self._grow_y(plot, s.lo, s.hi)
+        self._ranged = True
+
+    def _grow_y(self, plot: pg.PlotItem, lo: float, hi: float) -> None:
+        """Widen the y range to [lo, hi] (with a margin) if the data left it; the first frame sets it."""
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return
+        if plot.getViewBox().state["logMode"][1]:
+            if hi <= 0:
+                return
+            lo, hi = math.log10(max(lo, hi * 1e-12)), math.log10(hi)
+        vlo, vhi = plot.viewRange()[1]
+        if self._ranged and vlo <= lo and hi <= vhi:
+            return
+        if self._ranged:
+            lo, hi = min(lo, vlo), max(hi, vhi)
+        pad = 0.08 * (hi - lo) if hi > lo else 0.5 * max(abs(hi), 1e-3)
+        plot.setYRange(lo - pad, hi + pad, padding=0)
 
     # ------------------------------------------------------------------------------------ overlays
     def set_overlay(self, run_id: int, history: History | None, colour: str, name: str, visible: bool) -> None:
@@ -142,13 +172,14 @@ class CurvesView(QWidget, LiveView):
         if items is None:
             if not visible or history is None:
                 return
-            pen = pg.mkPen(colour, width=1.5)
+            pen = pg.mkPen(colour, width=1)
             brush = pg.mkBrush(colour)
             items = [self.objective_plot.plot(history.step, history.objective, pen=pen),
                      self.heldout_plot.plot(history.heldout_step, history.heldout, pen=pen, symbol="o",
                                             symbolSize=5, symbolBrush=brush, symbolPen=None),
                      self.sigma_plot.plot(history.step, history.sigma, pen=pen)]
             self.overlays[run_id] = items
+            cache_static(*items)
         if visible == (run_id in self._shown):
             return
         for item in items:

@@ -13,7 +13,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from ..tasks import DataBundle, Samples
-from .common import DATA_BRUSH, LEGEND_BRUSH, TRUE_PEN, LiveView, PlotTexts, fit_view, polylines
+from .common import DATA_BRUSH, LEGEND_BRUSH, TRUE_PEN, LiveView, PlotTexts, cache_static, fit_view, polylines
 
 
 def _graph(grid: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -83,12 +83,13 @@ class DataView(QWidget, LiveView):
         self.plot.addLegend(offset=(5, 5), brush=LEGEND_BRUSH)
         self.scatter = pg.ScatterPlotItem(size=4, pen=None, brush=DATA_BRUSH, name="data x")
         self.true_curve = pg.PlotDataItem(pen=TRUE_PEN, name="true f", connect="finite")
-        self.learned_curve = pg.PlotDataItem(pen=pg.mkPen("#D55E00", width=2.5), name="learned g_θ",
+        self.learned_curve = pg.PlotDataItem(pen=pg.mkPen("#D55E00", width=2), name="learned g_θ",
                                              connect="finite")
         self.chosen = pg.ScatterPlotItem(size=14, symbol="o", pen=pg.mkPen("#c00000", width=2.5), brush=None,
                                          name="chosen point")
         for item in (self.scatter, self.true_curve, self.learned_curve, self.chosen):
             self.plot.addItem(item)
+        cache_static(self.scatter, self.true_curve)
         self.scatter.sigClicked.connect(self._on_clicked)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -97,7 +98,8 @@ class DataView(QWidget, LiveView):
         self.data: DataBundle | None = None
         self.learned: tuple[np.ndarray, np.ndarray] | None = None  # (grid (L,P,m), manifold (L,P,n))
         self.selected: int | None = None
-        self._fit = False  # range the view at the next redraw (new data or another pair of coordinates)
+        self._static = False  # new data or another pair: draw the data and f again, and range the view
+        self._chosen = False  # another chosen point
 
     def set_data(self, data: DataBundle | None) -> None:
         self.data = data
@@ -107,7 +109,7 @@ class DataView(QWidget, LiveView):
         self._refit()
 
     def _refit(self) -> None:
-        self._fit = True
+        self._static = self._chosen = True
         self.mark_dirty()
 
     def set_learned(self, grid: np.ndarray | None, values: np.ndarray | None) -> None:
@@ -116,16 +118,18 @@ class DataView(QWidget, LiveView):
 
     def set_selected(self, index: int | None) -> None:
         self.selected = index
+        self._chosen = True
         self.mark_dirty()
 
     def set_learned_colour(self, colour: str) -> None:
-        self.learned_curve.setPen(pg.mkPen(colour, width=2.5))
+        self.learned_curve.setPen(pg.mkPen(colour, width=2))
 
     def _on_clicked(self, item: pg.ScatterPlotItem, points: list, ev: object) -> None:
         if len(points):
             self.point_clicked.emit(int(points[0].index()))
 
     def redraw(self) -> None:
+        """The learned manifold at every frame; the data, f and the chosen point only when they change."""
         data = self.data
         if data is None:
             for item in (self.scatter, self.true_curve, self.learned_curve, self.chosen):
@@ -133,23 +137,30 @@ class DataView(QWidget, LiveView):
             return
         n = data.dataset.n
         pair = self.pairs.pair()
-        _axes(self.texts, n, pair)
-        _scatter(self.scatter, pair, data.x_shown, data.z_shown)
-        self._set_lines(self.true_curve, n, pair, data.true_grid, data.true_manifold)
+        if self._static:
+            _axes(self.texts, n, pair)
+            _scatter(self.scatter, pair, data.x_shown, data.z_shown)
+            self._set_lines(self.true_curve, n, pair, data.true_grid, data.true_manifold)
         grid, values = self.learned if self.learned is not None else (None, None)
         self._set_lines(self.learned_curve, n, pair, grid, values)
-        if self.selected is None or self.selected >= len(data.dataset):
-            self.chosen.setData([], [])
-        else:
-            x = data.dataset.x[self.selected]
-            if n == 1:
-                z = data.dataset.z
-                self.chosen.setData([z[self.selected, 0] if z is not None else 0.0], [x[0]])
-            else:
-                self.chosen.setData([x[pair[0]]], [x[pair[1]]])
-        if self._fit:
-            self._fit = False
+        if self._chosen:
+            self._chosen = False
+            self._draw_chosen(n, pair)
+        if self._static:
+            self._static = False
             fit_view(self.plot)
+
+    def _draw_chosen(self, n: int, pair: tuple[int, int]) -> None:
+        data = self.data
+        if data is None or self.selected is None or self.selected >= len(data.dataset):
+            self.chosen.setData([], [])
+            return
+        x = data.dataset.x[self.selected]
+        if n == 1:
+            z = data.dataset.z
+            self.chosen.setData([z[self.selected, 0] if z is not None else 0.0], [x[0]])
+        else:
+            self.chosen.setData([x[pair[0]]], [x[pair[1]]])
 
     @staticmethod
     def _set_lines(item: pg.PlotDataItem, n: int, pair: tuple[int, int], grid: np.ndarray | None,

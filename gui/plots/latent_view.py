@@ -33,13 +33,16 @@ class LatentView(QWidget, LiveView):
         self.plot.addItem(self.true_scatter)
         self.plot.addItem(self.inferred_scatter)
         self.plot.addItem(self.diagonal)
+        self.diagonal.setVisible(False)
+        self.texts.set(title="Latents")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.widget)
         self.true_z: np.ndarray | None = None
         self.inferred: np.ndarray | None = None
         self.source = ""
-        self._fit = False  # range the view at the next redraw that has points
+        self._fit = False  # new true z: draw it and range the view at the next redraw that has points
+        self._paired = False  # drawn as inferred-against-true (m = 1) rather than two clouds in a plane
 
     def set_true(self, z: np.ndarray | None, estimator: str) -> None:
         self.true_z = z
@@ -58,23 +61,32 @@ class LatentView(QWidget, LiveView):
         self.inferred_scatter.setBrush(pg.mkBrush(c))
 
     def redraw(self) -> None:
+        """The inferred latents at every frame; the true z and the labels only when they change."""
         z, lat = self.true_z, self.inferred
         paired = z is not None and lat is not None and z.shape[1] == 1 and lat.shape[1] == 1
-        was_paired = self.diagonal.isVisible()
-        self.diagonal.setVisible(paired)
         what = self.source or "inferred latents"
+        if paired != self._paired or self._fit:
+            self._paired = paired
+            self.diagonal.setVisible(paired)
+            if paired:
+                self.texts.set(title=f"Latents: {what} vs true z", bottom="true z₁", left=f"{what} ẑ₁ (aligned)")
+                self.true_scatter.setData([], [])
+            else:
+                self.texts.set(title=f"Latents: true z and {what}", bottom="z₁", left="z₂")
+                _plane_scatter(self.true_scatter, z)
+            self._fit = True
         if paired:
-            self.texts.set(title=f"Latents: {what} vs true z", bottom="true z₁", left=f"{what} ẑ₁ (aligned)")
-            self.true_scatter.setData([], [])
             self.inferred_scatter.setData(z[:, 0], lat[:, 0])
         else:
-            self.texts.set(title=f"Latents: true z and {what}", bottom="z₁", left="z₂")
-            for item, points in ((self.true_scatter, z), (self.inferred_scatter, lat)):
-                if points is None:
-                    item.setData([], [])
-                else:
-                    xy = plane(points)
-                    item.setData(xy[:, 0], xy[:, 1])
-        if (self._fit or paired != was_paired) and (z is not None or lat is not None):
+            _plane_scatter(self.inferred_scatter, lat)
+        if self._fit and (z is not None or lat is not None):
             self._fit = False
             fit_view(self.plot)
+
+
+def _plane_scatter(item: pg.ScatterPlotItem, points: np.ndarray | None) -> None:
+    if points is None:
+        item.setData([], [])
+    else:
+        xy = plane(points)
+        item.setData(xy[:, 0], xy[:, 1])
