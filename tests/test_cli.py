@@ -63,13 +63,6 @@ def _sub(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           env=env, check=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on busy cores: torch's intra-op thread pool only adds contention (often 5-20x slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(autouse=True)

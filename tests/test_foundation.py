@@ -49,13 +49,6 @@ F64 = torch.float64
 # ------------------------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on busy cores: torch's intra-op thread pool only adds contention (often 5-20x slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 

@@ -41,12 +41,6 @@ from engine.trainer import train
 NO_EVAL = 10_000_000  # eval_every: held-out monitoring only at the last step
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 # ------------------------------------------------------------------------------------------- helpers
