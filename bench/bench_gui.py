@@ -6,6 +6,8 @@ long the GUI thread ever goes without running its event loop during training.
 For each configuration and repeat, in turn (interleaved, so a busy machine hurts all modes alike):
   headless-main    engine.runs.fit(config, data) in the main thread, no callback
   headless-thread  the same in a plain Python thread (the GUI trains in a worker thread)
+  snapshots-thread the same with a no-op on_progress: the engine computes the plot snapshots (learned
+                   manifold, inferred latents) every snapshot_every steps, which the GUI needs
   gui              Start in the main window (offscreen, 1680 x 1020, live plots redrawn at 15 Hz)
 torch runs with --torch-threads intra-op threads (default 1) in every mode. Speed is
 steps / RunResult.wall_time (the training loop only; scoring afterwards is the same in all modes).
@@ -90,11 +92,11 @@ class GapMonitor(QObject):
         self.last = now
 
 
-def headless(config: RunConfig, data: Dataset, in_thread: bool) -> float:
+def headless(config: RunConfig, data: Dataset, in_thread: bool, snapshots: bool = False) -> float:
     box: dict[str, Any] = {}
 
     def go() -> None:
-        box["result"] = fit(config, data)
+        box["result"] = fit(config, data, on_progress=(lambda info: None) if snapshots else None)
 
     if in_thread:
         t = threading.Thread(target=go)
@@ -159,23 +161,28 @@ def main() -> int:
         for name, config in configs().items():
             data = simulate(config.simulation)
             fit(config, data)  # warm caches for every mode
-            runs: dict[str, list[Any]] = {"headless-main": [], "headless-thread": [], "gui": []}
+            runs: dict[str, list[Any]] = {"headless-main": [], "headless-thread": [], "snapshots-thread": [],
+                                          "gui": []}
             for repeat in range(args.repeats):
                 runs["headless-main"].append(headless(config, data, in_thread=False))
                 runs["headless-thread"].append(headless(config, data, in_thread=True))
+                runs["snapshots-thread"].append(headless(config, data, in_thread=True, snapshots=True))
                 runs["gui"].append(gui_run(window, monitor, config))
                 last = runs["gui"][-1]
                 print(f"{name} #{repeat + 1}: headless main {runs['headless-main'][-1]:.0f} steps/s, "
-                      f"thread {runs['headless-thread'][-1]:.0f} steps/s, GUI {last['steps_per_sec']:.0f} steps/s, "
+                      f"thread {runs['headless-thread'][-1]:.0f} steps/s, with snapshots "
+                      f"{runs['snapshots-thread'][-1]:.0f} steps/s, GUI {last['steps_per_sec']:.0f} steps/s, "
                       f"max stall {last['max_gap_ms']:.1f} ms (after the first snapshot "
                       f"{last['steady_max_gap_ms']:.1f} ms)", flush=True)
             gui_speed = statistics.median(r["steps_per_sec"] for r in runs["gui"])
             main_speed = statistics.median(runs["headless-main"])
             thread_speed = statistics.median(runs["headless-thread"])
+            snapshot_speed = statistics.median(runs["snapshots-thread"])
             results[name] = {
                 "steps": config.training.steps, "snapshot_every": config.training.snapshot_every,
                 "headless_main_steps_per_sec": main_speed, "headless_thread_steps_per_sec": thread_speed,
-                "gui_steps_per_sec": gui_speed,
+                "snapshots_thread_steps_per_sec": snapshot_speed, "gui_steps_per_sec": gui_speed,
+                "gui_vs_snapshots_thread": gui_speed / snapshot_speed,
                 "gui_vs_headless_main": gui_speed / main_speed, "gui_vs_headless_thread": gui_speed / thread_speed,
                 "max_gap_ms": max(r["max_gap_ms"] for r in runs["gui"]),
                 "steady_max_gap_ms": max(r["steady_max_gap_ms"] for r in runs["gui"]),
@@ -198,11 +205,13 @@ def main() -> int:
         "pass_speed": worst_ratio >= SPEED_TARGET, "pass_stall": worst_gap <= STALL_LIMIT_MS,
     }
     OUT.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    print(f"{'configuration':28} {'headless main':>14} {'headless thread':>16} {'GUI':>9} {'GUI/main':>9} "
-          f"{'GUI/thread':>11} {'max stall':>10} {'(steady)':>9} {'p99 stall':>10} {'redraws/s':>10}")
+    print(f"{'configuration':26} {'headless main':>13} {'thread':>8} {'+snapshots':>11} {'GUI':>7} {'GUI/main':>9} "
+          f"{'GUI/thread':>11} {'GUI/+snap':>10} {'max stall':>10} {'(steady)':>9} {'p99 stall':>10} {'redraws/s':>10}")
     for name, r in results.items():
-        print(f"{name:28} {r['headless_main_steps_per_sec']:12.0f}/s {r['headless_thread_steps_per_sec']:14.0f}/s "
-              f"{r['gui_steps_per_sec']:7.0f}/s {r['gui_vs_headless_main']:9.2f} {r['gui_vs_headless_thread']:11.2f} "
+        print(f"{name:26} {r['headless_main_steps_per_sec']:11.0f}/s {r['headless_thread_steps_per_sec']:6.0f}/s "
+              f"{r['snapshots_thread_steps_per_sec']:9.0f}/s {r['gui_steps_per_sec']:5.0f}/s "
+              f"{r['gui_vs_headless_main']:9.2f} {r['gui_vs_headless_thread']:11.2f} "
+              f"{r['gui_vs_snapshots_thread']:10.2f} "
               f"{r['max_gap_ms']:8.1f}ms {r['steady_max_gap_ms']:7.1f}ms {r['p99_gap_ms']:8.1f}ms "
               f"{r['redraws_per_sec']:10.1f}")
     print(f"speed: GUI at least {SPEED_TARGET:.0%} of headless: {'PASS' if summary['pass_speed'] else 'FAIL'} "

@@ -16,8 +16,8 @@ from typing import Any
 
 import pyqtgraph as pg
 import pyqtgraph.exporters
-from PySide6.QtCore import QCoreApplication, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QPainter
+from PySide6.QtCore import QCoreApplication, Qt, QTimer, QUrl, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence, QPainter
 from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -76,7 +76,6 @@ class LiveRun:
 
     run_id: int
     colour: str
-    config: RunConfig
     setup: dict[str, Any] | None = None
 
 
@@ -190,11 +189,11 @@ class MainWindow(QMainWindow):
         self.side_tabs.addTab(self.latent_view, "Latents")
         self.side_tabs.addTab(self.samples_view, "Samples")
         self.side_tabs.addTab(self.posterior_view, "Posterior")
-        top = QSplitter(Qt.Orientation.Horizontal)
-        top.addWidget(self.data_view)
-        top.addWidget(self.side_tabs)
+        self.top_plots = QSplitter(Qt.Orientation.Horizontal)
+        self.top_plots.addWidget(self.data_view)
+        self.top_plots.addWidget(self.side_tabs)
         central = QSplitter(Qt.Orientation.Vertical)
-        central.addWidget(top)
+        central.addWidget(self.top_plots)
         central.addWidget(self.curves)
         central.setSizes([480, 520])
         self.setCentralWidget(central)
@@ -263,7 +262,8 @@ class MainWindow(QMainWindow):
         for title, widget in (("Data view…", self.data_view.widget), ("Latent view…", self.latent_view.widget),
                               ("Training curves…", self.curves.glw), ("Samples…", self.samples_view.widget),
                               ("Posterior…", self.posterior_view.stack)):
-            plots.addAction(self._action(title, lambda w=widget, t=title: self.export_plot(w, t.rstrip("…"))))
+            plots.addAction(self._action(title, lambda _checked=False, w=widget, t=title:
+                                         self.export_plot(w, t.rstrip("…"))))
         files.addAction(self.file_actions["export_results"])
         files.addSeparator()
         files.addAction(self._action("Quit", self.close, QKeySequence.StandardKey.Quit))
@@ -274,7 +274,7 @@ class MainWindow(QMainWindow):
         for dock in self.docks.values():
             view.addAction(dock.toggleViewAction())
         helpm = self.menuBar().addMenu("&Help")
-        helpm.addAction(self._action("User guide", self._show_guide_location))
+        helpm.addAction(self._action("User guide", self._show_guide))
         helpm.addAction(self._action("About", self._about))
 
     # ---------------------------------------------------------------------------------------- settings
@@ -404,7 +404,11 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------------------- run control
     @Slot()
-    def start(self, paused: bool = False) -> None:
+    def start(self) -> None:
+        self._start_run(paused=False)
+
+    def _start_run(self, paused: bool) -> None:
+        """A new run with a deep copy of the settings; `paused`: it waits before its first step."""
         if self.problem:
             self.statusBar().showMessage(f"Cannot start: {self.problem}", 8000)
             return
@@ -414,7 +418,7 @@ class MainWindow(QMainWindow):
         data = None if self._data_stale() else self.data
         run_id, self._next_run_id = self._next_run_id, self._next_run_id + 1
         colour = run_colour(run_id - 1).name()
-        self.live = LiveRun(run_id, colour, config)
+        self.live = LiveRun(run_id, colour)
         self.curves.start_live(colour, "", config.training.steps)
         self.data_view.set_learned(None, None)
         self.data_view.set_learned_colour(colour)
@@ -438,7 +442,7 @@ class MainWindow(QMainWindow):
         if self.state == RunState.PAUSED:
             self.controller.step_once()
         elif "step" in ENABLED[self.state] and not self.controller.busy:
-            self.start(paused=True)
+            self._start_run(paused=True)
             if self.state == RunState.PAUSED:
                 self.controller.step_once()
 
@@ -684,7 +688,8 @@ class MainWindow(QMainWindow):
         config = self._read_config(path)
         if config is not None:
             self.apply_config(config)
-            self.statusBar().showMessage(f"Preset {Path(path).stem} loaded", 5000)
+            self.model_panel.show_preset(Path(path).stem)
+            self.statusBar().showMessage(f"{Path(path).stem} loaded", 5000)
 
     @Slot()
     def open_config(self) -> None:
@@ -790,8 +795,9 @@ class MainWindow(QMainWindow):
             return
         self.statusBar().showMessage(f"Results saved to {path}", 6000)
 
-    def _show_guide_location(self) -> None:
-        QMessageBox.information(self, "User guide", f"The user guide is {USER_GUIDE}")
+    def _show_guide(self) -> None:
+        if not (USER_GUIDE.exists() and QDesktopServices.openUrl(QUrl.fromLocalFile(str(USER_GUIDE)))):
+            QMessageBox.information(self, "User guide", f"The user guide is docs/user-guide.md ({USER_GUIDE})")
 
     def _about(self) -> None:
         QMessageBox.about(self, f"About {APP_NAME}",

@@ -22,8 +22,10 @@ from .main_window import MainWindow
 from .panels.model_panel import PRESET_DIR
 from .settings import Settings
 
+POINT = 3  # the data point whose posterior is shown
 
-def wait(window: MainWindow, until: Callable[[], bool], timeout_s: float = 900.0) -> None:
+
+def wait(until: Callable[[], bool], timeout_s: float = 900.0) -> None:
     """Run the event loop until `until()` holds (checked every 50 ms)."""
     loop = QEventLoop()
     timer = QTimer()
@@ -37,7 +39,7 @@ def wait(window: MainWindow, until: Callable[[], bool], timeout_s: float = 900.0
         raise TimeoutError("the window did not reach the expected state")
 
 
-def settle(window: MainWindow, ms: int = 400) -> None:
+def settle(ms: int = 400) -> None:
     loop = QEventLoop()
     QTimer.singleShot(ms, loop.quit)
     loop.exec()
@@ -55,8 +57,8 @@ def shoot(widget: QWidget, path: Path) -> None:
 
 def run(window: MainWindow) -> None:
     window.start()
-    wait(window, lambda: window.state.value in ("done", "idle", "failed") and not window.controller.busy)
-    settle(window)
+    wait(lambda: window.state.value in ("done", "idle", "failed") and not window.controller.busy)
+    settle()
 
 
 def main(argv: list[str]) -> int:
@@ -66,46 +68,47 @@ def main(argv: list[str]) -> int:
         w = build_main_window(Settings(QSettings(str(Path(tmp) / "shots.ini"), QSettings.Format.IniFormat)))
         w.resize(1680, 1020)
         w.show()
-        wait(w, lambda: w.controller.kind == "warmup" and not w.controller.busy)
+        wait(lambda: w.controller.kind == "warmup" and not w.controller.busy)
 
         # Exercise 1: simulate and visualise
         w.load_preset(str(PRESET_DIR / "n1m1-polynomial.json"))
         w.generate()
-        wait(w, idle(w))
-        settle(w)
+        wait(idle(w))
+        settle()
         shoot(w, out / "ex1-n1m1.png")
         w.load_preset(str(PRESET_DIR / "sigmoid-n3m2.json"))
         w.generate()
-        wait(w, idle(w))
+        wait(idle(w))
         w.data_view.pairs.set_pair(0, 2)
         w.samples_view.sample_requested.emit("truth", 1000)
-        wait(w, idle(w))
+        wait(idle(w))
         w.side_tabs.setCurrentWidget(w.samples_view)
-        settle(w)
-        shoot(w.centralWidget(), out / "ex1-sigmoid-n3m2.png")
+        settle()
+        shoot(w.top_plots, out / "ex1-sigmoid-n3m2.png")
 
-        # Exercise 2: direct MLE on the n = m = 1 data
+        # Exercise 2: direct MLE on n = m = 1 data from a monotone cubic (seed 5)
         w.load_preset(str(PRESET_DIR / "n1m1-polynomial.json"))
+        w.model_panel.form.fields["seed"].spin.setValue(5)
         run(w)
         w.side_tabs.setCurrentWidget(w.latent_view)
-        settle(w)
+        settle()
         shoot(w, out / "ex2-mle.png")
-        w.posterior_view.set_index(3)
-        w.compute_posterior(3)
-        wait(w, idle(w))
+        w.posterior_view.set_index(POINT)
+        w.compute_posterior(POINT)
+        wait(idle(w))
         w.side_tabs.setCurrentWidget(w.posterior_view)
-        settle(w)
-        shoot(w.centralWidget(), out / "ex2-posterior.png")
+        settle()
+        shoot(w.top_plots, out / "ex2-posterior.png")
 
         # Exercise 3: a VAE on the same data, then compare
         combo = w.estimator_panel.form.fields["name"].combo
         combo.setCurrentIndex(combo.findData("vae"))
         run(w)
-        w.compute_posterior(3)
-        wait(w, idle(w))
+        w.compute_posterior(POINT)
+        wait(idle(w))
         w.side_tabs.setCurrentWidget(w.posterior_view)
-        settle(w)
-        shoot(w.centralWidget(), out / "ex3-vae-posterior.png")
+        settle()
+        shoot(w.top_plots, out / "ex3-vae-posterior.png")
         shoot(w, out / "ex3-compare.png")
 
         # The degenerate likelihood without a floor on sigma
@@ -113,8 +116,9 @@ def main(argv: list[str]) -> int:
         for record in w.results.records:
             w.results.set_checked(record.run_id, False)
         w.curves.log_sigma.setChecked(True)
+        w.side_tabs.setCurrentWidget(w.latent_view)
         run(w)
-        shoot(w.curves, out / "ex2-degenerate-curves.png")
+        shoot(w.centralWidget(), out / "ex2-degenerate.png")
         w.close()
     return 0
 

@@ -47,10 +47,12 @@ class StatusView(LiveView):
         self.elapsed = math.nan
         self.phase = ""
         self._last = 0.0
+        self._running = False
         self.set_state(RunState.IDLE)
 
-    def set_state(self, state: RunState, note: str = "") -> None:
-        self.state_label.setText(f" {state.value}{note} ")
+    def set_state(self, state: RunState) -> None:
+        self._running = state == RunState.RUNNING
+        self.state_label.setText(f" {state.value} ")
         self.state_label.setStyleSheet(f"color: white; background: {STATE_COLOURS[state]}; border-radius: 3px;")
 
     def set_device(self, text: str) -> None:
@@ -69,9 +71,10 @@ class StatusView(LiveView):
         self.mark_dirty()
 
     def refresh(self) -> bool:
-        """Numbers change too fast to read at the plots' rate: at most four updates a second."""
+        """While a run goes, numbers change too fast to read at the plots' rate: at most four updates a
+        second. Any other time (paused, evaluating, done) at once."""
         now = time.perf_counter()
-        if now - self._last < 0.25 and self.phase == "":
+        if self._running and now - self._last < 0.25 and self.phase == "":
             return False
         drew = super().refresh()
         if drew:

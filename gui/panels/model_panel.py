@@ -128,6 +128,12 @@ class ModelPanel(QWidget):
         if self.preset_combo.currentIndex() >= 0:
             self.preset_requested.emit(self.preset_combo.currentData())
 
+    def show_preset(self, name: str) -> None:
+        """Show which preset was loaded (it is one of the listed files)."""
+        i = self.preset_combo.findText(name)
+        if i >= 0:
+            self.preset_combo.setCurrentIndex(i)
+
     def set_data_text(self, text: str, stale: bool) -> None:
         self.data_label.setText(text + ("\nSettings changed since: Generate (or Start) draws new data."
                                         if stale else ""))

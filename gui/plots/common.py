@@ -21,7 +21,7 @@ RUN_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
                "#8c564b", "#7f7f7f", "#bcbd22")
 LEGEND_BRUSH = pg.mkBrush(255, 255, 255, 210)
 DATA_BRUSH = pg.mkBrush(90, 90, 90, 110)
-TRUE_PEN = pg.mkPen("#222222", width=2, style=pg.QtCore.Qt.PenStyle.DashLine)
+TRUE_PEN = pg.mkPen("#222222", width=1.5)
 
 pg.setConfigOptions(antialias=False, useOpenGL=False, background="w", foreground="#222222")
 
@@ -81,12 +81,19 @@ class GrowingSeries:
         return self._buf[: self._n, 1]
 
 
+def plain_axes(plot: pg.PlotItem) -> None:
+    """Tick labels in the data's units: no "(x0.001)" SI scaling of an axis."""
+    for name in ("left", "bottom"):
+        plot.getAxis(name).enableAutoSIPrefix(False)
+
+
 class PlotTexts:
     """Title and axis labels of a PlotItem, set only when they change (each change lays the plot out again)."""
 
     def __init__(self, plot: pg.PlotItem):
         self.plot = plot
         self._shown: dict[str, str] = {}
+        plain_axes(plot)
 
     def set(self, title: str | None = None, bottom: str | None = None, left: str | None = None) -> None:
         for key, text in (("title", title), ("bottom", bottom), ("left", left)):

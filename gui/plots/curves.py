@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QVBoxLayout, QWidget
 
-from .common import LEGEND_BRUSH, GrowingSeries, LiveView, cache_static
+from .common import LEGEND_BRUSH, GrowingSeries, LiveView, cache_static, plain_axes
 
 REF_PEN = pg.mkPen("#222222", width=1.5, style=Qt.PenStyle.DashLine)
 
@@ -45,6 +45,7 @@ class CurvesView(QWidget, LiveView):
         self.sigma_plot = self.glw.addPlot(row=2, col=0, title="Noise σ")
         self.plots = (self.objective_plot, self.heldout_plot, self.sigma_plot)
         for plot in self.plots:
+            plain_axes(plot)
             plot.setDownsampling(auto=True, mode="peak")
             plot.setClipToView(True)
             plot.setAutoVisible(y=True)
@@ -72,10 +73,10 @@ class CurvesView(QWidget, LiveView):
 
         self.log_sigma = QCheckBox("log σ axis")
         self.log_sigma.setToolTip("Show σ on a log scale (useful when σ collapses towards 0)")
-        self.log_sigma.toggled.connect(lambda on: self.sigma_plot.setLogMode(y=on))
+        self.log_sigma.toggled.connect(self._on_log_sigma)
+        self._true_sigma: float | None = None
         bar = QHBoxLayout()
-        self.status = QLabel("")
-        bar.addWidget(self.status, 1)
+        bar.addStretch(1)
         bar.addWidget(self.log_sigma)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -125,7 +126,18 @@ class CurvesView(QWidget, LiveView):
         self.mark_dirty()
 
     def set_true_sigma(self, sigma: float | None) -> None:
-        self._set_line(self.true_sigma, sigma)
+        self._true_sigma = sigma
+        log = self.log_sigma.isChecked()
+        self._set_line(self.true_sigma, math.log10(sigma) if log and sigma is not None and sigma > 0 else sigma)
+
+    def _on_log_sigma(self, on: bool) -> None:
+        """Log axis for σ: lines are placed in log10 units, and only decades are labelled (the plot is short)."""
+        self.sigma_plot.setLogMode(y=on)
+        self.sigma_plot.getAxis("left").setStyle(maxTextLevel=0 if on else 2)
+        self.set_true_sigma(self._true_sigma)
+        self._ranged = False  # a live run's y ranges are set again, in the new units
+        self._drawn.clear()
+        self.mark_dirty()
 
     def set_true_loglik(self, value: float | None) -> None:
         self._set_line(self.true_loglik, value)

@@ -85,8 +85,7 @@ class DataView(QWidget, LiveView):
         self.true_curve = pg.PlotDataItem(pen=TRUE_PEN, name="true f", connect="finite")
         self.learned_curve = pg.PlotDataItem(pen=pg.mkPen("#D55E00", width=2), name="learned g_θ",
                                              connect="finite")
-        self.chosen = pg.ScatterPlotItem(size=14, symbol="o", pen=pg.mkPen("#c00000", width=2.5), brush=None,
-                                         name="chosen point")
+        self.chosen = pg.ScatterPlotItem(size=14, symbol="o", pen=pg.mkPen("#c00000", width=2.5), brush=None)
         for item in (self.scatter, self.true_curve, self.learned_curve, self.chosen):
             self.plot.addItem(item)
         cache_static(self.scatter, self.true_curve)

@@ -72,7 +72,8 @@ class LatentView(QWidget, LiveView):
                 self.texts.set(title=f"Latents: {what} vs true z", bottom="true z₁", left=f"{what} ẑ₁ (aligned)")
                 self.true_scatter.setData([], [])
             else:
-                self.texts.set(title=f"Latents: true z and {what}", bottom="z₁", left="z₂")
+                flat = all(p is None or p.shape[1] == 1 for p in (z, lat))
+                self.texts.set(title=f"Latents: true z and {what}", bottom="z₁", left="" if flat else "z₂")
                 _plane_scatter(self.true_scatter, z)
             self._fit = True
         if paired:
@@ -82,6 +83,8 @@ class LatentView(QWidget, LiveView):
         if self._fit and (z is not None or lat is not None):
             self._fit = False
             fit_view(self.plot)
+            if not paired and all(p is None or p.shape[1] == 1 for p in (z, lat)):
+                self.plot.setYRange(-1, 1)  # one latent dimension: a strip on the z₁ axis
 
 
 def _plane_scatter(item: pg.ScatterPlotItem, points: np.ndarray | None) -> None:

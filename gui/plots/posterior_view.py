@@ -9,7 +9,7 @@ from PySide6.QtCore import QRectF, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox, QStackedWidget, QVBoxLayout, QWidget
 
 from ..tasks import PosteriorGrid
-from .common import LEGEND_BRUSH, LiveView
+from .common import LEGEND_BRUSH, LiveView, plain_axes
 
 COLOURMAP = pg.colormap.get("viridis")
 
@@ -44,6 +44,7 @@ class PosteriorView(QWidget, LiveView):
         self.line_plot.addLegend(offset=(5, 5), brush=LEGEND_BRUSH)
         self.line_plot.setLabel("bottom", "z")
         self.line_plot.setLabel("left", "density")
+        plain_axes(self.line_plot)
         self.exact_curve = self.line_plot.plot(pen=pg.mkPen("#0072B2", width=2), name="exact p(z | x)")
         self.encoder_curve = self.line_plot.plot(pen=pg.mkPen("#D55E00", width=2, style=pg.QtCore.Qt.PenStyle.DashLine),
                                                  name="encoder q(z | x)")
@@ -53,6 +54,7 @@ class PosteriorView(QWidget, LiveView):
         for col, title in enumerate(("exact p(z | x)", "encoder q(z | x)")):
             plot = self.image_widget.addPlot(row=0, col=col, title=title)
             plot.setAspectLocked(True)
+            plain_axes(plot)
             plot.setLabel("bottom", "z₁")
             plot.setLabel("left", "z₂")
             image = pg.ImageItem(axisOrder="row-major")
