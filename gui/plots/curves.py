@@ -53,9 +53,10 @@ class CurvesView(QWidget, LiveView):
                 plot.setXLink(self.objective_plot)
         self.sigma_plot.setLabel("bottom", "step")
         self.legend = self.heldout_plot.addLegend(offset=(-5, -5), brush=LEGEND_BRUSH)
-        self.live = [plot.plot(connect="finite") for plot in self.plots]
-        self.live[1].setSymbol("o")
-        self.live[1].setSymbolSize(5)
+        # the live curves change at every frame: bare PlotCurveItems (the sparse held-out one has symbols)
+        self.live = [pg.PlotCurveItem(), self.heldout_plot.plot(symbol="o", symbolSize=5), pg.PlotCurveItem()]
+        self.objective_plot.addItem(self.live[0])
+        self.sigma_plot.addItem(self.live[2])
         self.true_loglik = pg.InfiniteLine(angle=0, pen=REF_PEN, label="truth", movable=False,
                                            labelOpts={"position": 0.05, "color": "#222222"})
         self.true_sigma = pg.InfiniteLine(angle=0, pen=REF_PEN, label="true σ", movable=False,

@@ -83,7 +83,8 @@ class DataView(QWidget, LiveView):
         self.plot.addLegend(offset=(5, 5), brush=LEGEND_BRUSH)
         self.scatter = pg.ScatterPlotItem(size=4, pen=None, brush=DATA_BRUSH, name="data x")
         self.true_curve = pg.PlotDataItem(pen=TRUE_PEN, name="true f", connect="finite")
-        self.learned_curve = pg.PlotDataItem(pen=pg.mkPen("#D55E00", width=2), name="learned g_θ",
+        # redrawn at every frame: a bare PlotCurveItem, without PlotDataItem's per-call bookkeeping
+        self.learned_curve = pg.PlotCurveItem(pen=pg.mkPen("#D55E00", width=2), name="learned g_θ",
                                              connect="finite")
         self.chosen = pg.ScatterPlotItem(size=14, symbol="o", pen=pg.mkPen("#c00000", width=2.5), brush=None)
         for item in (self.scatter, self.true_curve, self.learned_curve, self.chosen):
@@ -162,7 +163,7 @@ class DataView(QWidget, LiveView):
             self.chosen.setData([x[pair[0]]], [x[pair[1]]])
 
     @staticmethod
-    def _set_lines(item: pg.PlotDataItem, n: int, pair: tuple[int, int], grid: np.ndarray | None,
+    def _set_lines(item: pg.PlotDataItem | pg.PlotCurveItem, n: int, pair: tuple[int, int], grid: np.ndarray | None,
                    values: np.ndarray | None) -> None:
         if grid is None or values is None:
             item.setData([], [])

@@ -1,0 +1,1 @@
+"""The settings panels: one form per section of the RunConfig."""

@@ -1,0 +1,1 @@
+"""The live plots and the results table (pyqtgraph, Qt model/view)."""
