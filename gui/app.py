@@ -31,6 +31,6 @@ def run_app(argv: list[str]) -> int:
     """Create the application and the main window, show it, run the event loop; the exit code."""
     app = application(argv)
     window = MainWindow()
-    app.aboutToQuit.connect(window.shutdown)
+    app.aboutToQuit.connect(window.close)  # however the app quits: stop and join the worker, save settings
     window.show()
     return app.exec()
