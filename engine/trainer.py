@@ -165,7 +165,6 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
         torch._foreach_copy_(backup, [p.detach() for p in params])
         opt.step()
         sched.step()
-        est.after_step()
         sig = decoder.sigma().detach()
         row = {"step": step, "objective": obj.value, "sigma": float(sig.mean()), "lr": sched.get_last_lr()[0],
                "heldout": float("nan"), "time": time.perf_counter() - t0, **obj.logs}

@@ -13,3 +13,25 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+UNPICKLED: list[str] = []
+
+
+def _record_unpickle() -> str:
+    UNPICKLED.append("unpickled")
+    return "boom"
+
+
+class PickleTrap:
+    """An object whose unpickling is observable: a loader that unpickles it appends to `UNPICKLED`."""
+
+    def __reduce__(self):
+        return (_record_unpickle, ())
+
+
+@pytest.fixture
+def unpickled() -> list[str]:
+    """The record of trapped unpickling, emptied for each test (build traps with `PickleTrap()`)."""
+    UNPICKLED.clear()
+    return UNPICKLED

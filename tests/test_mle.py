@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import PickleTrap
 from safetensors.torch import load_file
 
 from engine import trainer
@@ -423,17 +424,6 @@ def _rebuild_from_formats_doc(run_dir: Path) -> tuple[torch.nn.Sequential, torch
     return torch.nn.Sequential(*layers), sigma
 
 
-_UNPICKLED: list[str] = []
-
-
-def _record_unpickle() -> str:
-    _UNPICKLED.append("unpickled")
-    return "boom"
-
-
-class _Trap:
-    def __reduce__(self):
-        return (_record_unpickle, ())
 
 
 @pytest.mark.parametrize(("activation", "sigma_mode"), [("leaky_relu", "per_dim"), ("tanh", "shared")])
@@ -472,17 +462,16 @@ def test_saved_run_round_trip(tmp_path, activation, sigma_mode):
     np.testing.assert_allclose(desc["sigma"], result.decoder.sigma().detach().reshape(-1).numpy(), rtol=1e-7)
 
 
-def test_pickle_files_are_refused_never_unpickled(tmp_path):
-    _UNPICKLED.clear()
+def test_pickle_files_are_refused_never_unpickled(tmp_path, unpickled):
     for name in ("run.pt", "decoder.pkl", "model.ckpt"):
         path = tmp_path / name
-        path.write_bytes(pickle.dumps(_Trap()))
+        path.write_bytes(pickle.dumps(PickleTrap()))
         with pytest.raises(RunFileError) as info:
             load_run(path)
         assert name in str(info.value)
     with pytest.raises(RunFileError):
         load_run(tmp_path / "missing.pth")
-    assert _UNPICKLED == []
+    assert unpickled == []
 
 
 # ------------------------------------------------------------------------- 9. the sigma floor, and no floor

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import PickleTrap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -64,19 +65,6 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-_UNPICKLED: list[str] = []
-
-
-def _record_unpickle() -> str:
-    _UNPICKLED.append("unpickled")
-    return "boom"
-
-
-class _Trap:
-    """An object whose unpickling is observable: a loader that unpickles it appends to _UNPICKLED."""
-
-    def __reduce__(self):
-        return (_record_unpickle, ())
 
 
 # ----------------------------------------------------------------------------------------- round trips
@@ -210,16 +198,15 @@ def test_bad_npz(tmp_path, name, make, words):
     _expect_error(_write(tmp_path / name, make()), *words)
 
 
-def test_object_array_is_refused_not_unpickled(tmp_path):
+def test_object_array_is_refused_not_unpickled(tmp_path, unpickled):
     path = tmp_path / "obj.npz"
-    np.savez(path, x=np.array([[_Trap(), 1.0]], dtype=object))
-    _UNPICKLED.clear()
+    np.savez(path, x=np.array([[PickleTrap(), 1.0]], dtype=object))
     _expect_error(path, "key 'x'", "object", "refusing to unpickle")
-    assert _UNPICKLED == []
+    assert unpickled == []
     # also when the object array sits under a key that the loader only reads for the true model
-    np.savez(path, x=np.ones((2, 1)), **{"truth/A": np.array([_Trap()], dtype=object)})
+    np.savez(path, x=np.ones((2, 1)), **{"truth/A": np.array([PickleTrap()], dtype=object)})
     _expect_error(path, "truth/A", "refusing to unpickle")
-    assert _UNPICKLED == []
+    assert unpickled == []
 
 
 def test_bad_truth(tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
 from ..networks import Decoder
@@ -44,11 +43,3 @@ class Estimator(nn.Module):
     def inferred_latents(self, x: Tensor) -> Tensor | None:
         """Cheap per-point latent summaries for live plots (encoder means, chain states), or None."""
         return None
-
-    def after_step(self) -> None:
-        """Hook after the optimiser step (e.g. closed-form sigma)."""
-
-    @torch.no_grad()
-    def move_state(self, device: torch.device) -> None:
-        """Per-point state lives with the model."""
-        self.to(device)
