@@ -64,6 +64,12 @@ class Decoder(nn.Module):
         s = self.sigma_min + nn.functional.softplus(self.rho)
         return s[0] if self.sigma_mode == "shared" else s
 
+    def sigma_mean(self) -> float:
+        """sigma averaged over coordinates, as a float for the history: computed on the host from one read
+        of rho (the trainer records it every step; tensor ops would cost several kernel launches)."""
+        rho = self.rho.detach().tolist()
+        return self.sigma_min + sum(max(r, 0.0) + math.log1p(math.exp(-abs(r))) for r in rho) / len(rho)
+
     def set_sigma(self, value: Tensor) -> None:
         """Set sigma (clamped just above the floor), e.g. to its closed-form optimum."""
         target = (value.detach() - self.sigma_min).clamp_min(1e-8)

@@ -477,9 +477,9 @@ class MainWindow(QMainWindow):
             live.setup = setup
             self.latent_view.set_true(setup["z_true_shown"], setup["estimator"])
             self.curves.set_objective_label(setup["objective_label"])
-        if live.setup is not None:
-            self.data_view.set_learned(live.setup["grid"], info["manifold"])
-        self.latent_view.set_inferred(info["latents"])
+        if "manifold" in info:  # a plot snapshot (a few a second; the curves get every progress dict)
+            self.data_view.set_learned(live.setup["grid"] if live.setup is not None else None, info["manifold"])
+            self.latent_view.set_inferred(info["latents"])
         self.curves.add_rows(info.get("history_rows", []))
         self.status.set_progress(info)
 

@@ -8,8 +8,8 @@ and `should_stop` as its stop flag). Wiring as in superqt's ``new_worker_qthread
     thread.finished -> thread.deleteLater
 
 Signals of the worker (emitted in the worker thread):
-    progress(object)   a dict with copied numpy arrays; at most `max_rate` per second, each carrying the
-                       `history_rows` of every progress dict merged into it (none is lost)
+    progress(object)   a dict with copied numpy arrays (the trainer sends at most 20 a second, each with
+                       the `history_rows` since the previous one)
     finished(object)   the task's return value (a RunResult for training)
     failed(str, str)   message and traceback of an exception raised by the task
     ended()            always last (quits the thread); exactly one of finished and failed comes before it
@@ -23,13 +23,12 @@ every optimiser step; while paused, `should_stop` blocks.
 from __future__ import annotations
 
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal, Slot
 
 ProgressFn = Callable[[dict[str, Any]], None]
 StopFn = Callable[[], bool]
@@ -54,7 +53,7 @@ class EngineWorker(QObject):
     failed = Signal(str, str)
     ended = Signal()
 
-    def __init__(self, task: Task, *, paused: bool = False, max_rate: float = 30.0):
+    def __init__(self, task: Task, *, paused: bool = False):
         super().__init__()
         self._task = task
         self._stop = threading.Event()
@@ -63,10 +62,6 @@ class EngineWorker(QObject):
             self._go.set()
         self._single_step = False
         self._steps_started = 0
-        self._pending: dict[str, Any] | None = None
-        self._rows: list[dict[str, float]] = []
-        self._min_gap = 1.0 / max_rate
-        self._last_emit = 0.0
 
     # ------------------------------------------------------------ called from the GUI thread (thread-safe)
     def request_stop(self) -> None:
@@ -90,17 +85,14 @@ class EngineWorker(QObject):
         try:
             result = self._task(self._report, self._should_stop)
         except BaseException as exc:  # reported, never raised in the worker thread
-            self._flush()
             self.failed.emit(str(exc) or type(exc).__name__, traceback.format_exc())
         else:
-            self._flush()
             self.finished.emit(result)
         finally:
             self.ended.emit()
 
     def _should_stop(self) -> bool:
         if not self._go.is_set():
-            self._flush()
             self.progress.emit({"phase": "paused", "step": self._steps_started})
             self._go.wait()
         if self._stop.is_set():
@@ -112,27 +104,7 @@ class EngineWorker(QObject):
         return False
 
     def _report(self, info: dict[str, Any]) -> None:
-        info = copied(info)
-        if "phase" in info:  # one-off messages are never merged or delayed
-            self._flush()
-            self.progress.emit(info)
-            return
-        row = info.get("history_row")
-        if row is not None:
-            self._rows.append(row)
-        if self._pending is not None and info.get("setup") is None:
-            info["setup"] = self._pending.get("setup")  # the one-off plot setup survives merging
-        self._pending = info
-        if time.perf_counter() - self._last_emit >= self._min_gap:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._pending is None:
-            return
-        info, self._pending = self._pending, None
-        info["history_rows"], self._rows = self._rows, []
-        self._last_emit = time.perf_counter()
-        self.progress.emit(info)
+        self.progress.emit(copied(info))
 
 
 class RunController(QObject):
@@ -175,7 +147,9 @@ class RunController(QObject):
         thread.finished.connect(thread.deleteLater)
         self._thread, self._worker, self._kind, self._on_done = thread, worker, kind, on_done
         self.busy_changed.emit(True)
-        thread.start()
+        # Start the thread once the event loop has handled what is queued now (the repaint of the controls and
+        # plots the caller just changed): a task starting at once would compete for the GIL with that repaint.
+        QTimer.singleShot(0, thread, thread.start)
 
     def stop(self) -> None:
         if self._worker is not None:

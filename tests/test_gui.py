@@ -254,7 +254,7 @@ def test_redraw_rate_stays_bounded_and_no_progress_is_lost(qtbot: Any, window: M
     elapsed = time.perf_counter() - t0
     drawn = w.clock.frames - frames
     assert drawn <= 15 * elapsed + 3  # the 15 Hz clock, whatever the snapshot rate
-    assert len(received) <= 30 * elapsed + 5  # the worker merges snapshots to at most 30/s
+    assert len(received) <= 20 * elapsed + 3  # the trainer sends at most 20 snapshots a second
     rows = [row["step"] for info in received for row in info["history_rows"]]
     assert rows == list(range(1, 151))
 
@@ -270,7 +270,7 @@ def test_emitted_snapshot_arrays_are_never_mutated(qtbot: Any, window: MainWindo
 
     w.controller.progress.connect(keep)
     run_to_end(qtbot, w, tiny_config(steps=80, snapshot_every=2))
-    assert len(kept) > 10
+    assert len(kept) >= 6  # the first and the last snapshot at least, three arrays each
     assert all(np.array_equal(a, b, equal_nan=True) for a, b in kept)
 
 

@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -546,3 +547,47 @@ def test_tensor_grid_quadrature_refused_above_three_latents():
     for name in ("mle-adaptive", "mle-importance", "mle-mcem"):
         nodes = 5 if name == "mle-adaptive" else 20
         RunConfig(decoder=DecoderConfig(m=4), estimator=EstimatorConfig(name=name, nodes=nodes)).validate()
+
+
+# ------------------------------------------------------------------------ progress, schedule, sigma record
+
+
+def test_progress_carries_every_history_row_once_at_a_bounded_rate_with_snapshots_first_and_last():
+    sim = SimulationConfig(mixing="sigmoid", n=2, m=1, sigma=0.1, samples=400, seed=3)
+    data = simulate(sim)
+    cfg = _config(sim, DecoderConfig(m=1, hidden=(8,)), EstimatorConfig(name="mle-quadrature", nodes=8),
+                  steps=300, batch_size=32, snapshot_every=1)
+    infos: list[dict] = []
+    t0 = time.perf_counter()
+    result = train(cfg, data, on_progress=infos.append)
+    elapsed = time.perf_counter() - t0
+    rows = [row["step"] for info in infos for row in info["history_rows"]]
+    assert rows == list(range(1, 301)) == [r["step"] for r in result.history]
+    assert len(infos) <= trainer.MAX_PROGRESS_RATE * elapsed + 2 < 300  # not one per step
+    snaps = [info for info in infos if "manifold" in info]
+    assert snaps[0] is infos[0] and snaps[-1] is infos[-1] and infos[0]["setup"] is not None
+    assert len(snaps) <= trainer.SNAPSHOT_RATE * elapsed + 2
+    last = snaps[-1]
+    grid = last["setup"] if last["setup"] is not None else infos[0]["setup"]
+    np.testing.assert_allclose(last["manifold"], trainer.manifold(result.decoder, grid["grid"]), rtol=1e-6)
+    assert last["latents"].shape == (min(trainer.DISPLAY_POINTS, len(result.train_idx)), 1)
+
+
+def test_history_records_the_learning_rate_of_each_step_and_sigma():
+    sim = SimulationConfig(mixing="linear", n=2, m=1, sigma=0.3, samples=200, seed=4)
+    cfg = _config(sim, DecoderConfig(m=1, hidden=(), sigma_mode="per_dim"),
+                  EstimatorConfig(name="mle-quadrature", nodes=8), steps=40, batch_size=32, lr=0.01,
+                  schedule="cosine")
+    result = train(cfg, simulate(sim))
+    lrs = [row["lr"] for row in result.history]
+    assert lrs == pytest.approx([0.01 * trainer.cosine_factor(s - 1, 40) for s in range(1, 41)])
+    assert lrs[0] == pytest.approx(0.01) and lrs[-1] < 0.1 * 0.01 + 0.01 * 0.05
+    assert result.history[-1]["sigma"] == pytest.approx(float(result.decoder.sigma().detach().mean()), rel=1e-6)
+
+
+@pytest.mark.parametrize("rho", [-40.0, -3.0, 0.0, 2.5, 60.0])
+def test_sigma_mean_on_the_host_equals_the_tensor_formula(rho):
+    dec = Decoder(3, DecoderConfig(m=1, hidden=(4,), sigma_mode="per_dim"), 0.5, 0.01)
+    with torch.no_grad():
+        dec.rho.copy_(torch.tensor([rho, rho / 2, -rho], dtype=torch.float32))
+    assert dec.sigma_mean() == pytest.approx(float(dec.sigma().detach().double().mean()), rel=1e-6, abs=1e-9)

@@ -108,9 +108,11 @@ class PlotTexts:
 
 def cache_static(*items: QGraphicsItem) -> None:
     """Keep the rendering of items that rarely change (the data, the true manifold) as a pixmap, so the
-    frames that move another item of the plot do not paint them again."""
+    frames that move another item of the plot do not paint them again. A PlotDataItem paints nothing
+    itself (its curve and symbol children do), so its children are cached."""
     for item in items:
-        item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        for painted in (item.curve, item.scatter) if isinstance(item, pg.PlotDataItem) else (item,):
+            painted.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
 
 def fit_view(plot: pg.PlotItem) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from .common import DATA_BRUSH, LEGEND_BRUSH, LiveView, PlotTexts, fit_view, plane
+from .common import DATA_BRUSH, LEGEND_BRUSH, LiveView, PlotTexts, cache_static, fit_view, plane
 
 LATENT_SOURCE = {
     "mle-quadrature": "posterior means", "mle-adaptive": "posterior modes", "mle-importance": "posterior modes",
@@ -34,6 +34,7 @@ class LatentView(QWidget, LiveView):
         self.plot.addItem(self.inferred_scatter)
         self.plot.addItem(self.diagonal)
         self.diagonal.setVisible(False)
+        cache_static(self.true_scatter, self.diagonal)
         self.texts.set(title="Latents")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
