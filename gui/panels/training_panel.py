@@ -63,8 +63,8 @@ class TrainingPanel(QWidget):
                                               "improvement (the best state is kept); 0: off. 0 to 100 000.",
                                               0, 100_000)),
             ("snapshot_every", "plot every", IntField(
-                "The live plots get a snapshot every this many steps (1: every step, slower). "
-                "1 to 10 000 000.", 1, 10_000_000)),
+                "The live plots may get new data every this many steps, at most 20 times a second (the "
+                "manifold and latents 5 times). 1 to 10 000 000.", 1, 10_000_000)),
             ("device", "device", ChoiceField("Where torch trains: auto (CUDA if available, else CPU), cpu "
                                              "or cuda.", DEVICES)),
             ("seed", "seed", IntField("Seed of the training: initial weights, minibatches, the held-out "
