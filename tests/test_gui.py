@@ -182,6 +182,18 @@ def test_close_mid_run_stops_joins_and_keeps_the_run(qtbot: Any, settings: Setti
     assert [r.status for r in w.results.records] == ["stopped"]
 
 
+def test_close_right_after_start_before_the_worker_thread_runs(qtbot: Any, settings: Settings) -> None:
+    """The worker thread starts from the event loop; closing before it has started still ends the run cleanly."""
+    w = open_window(qtbot, settings)
+    qtbot.waitUntil(lambda: not w.controller.busy, timeout=RUN_TIMEOUT_MS)  # the torch warm-up task
+    w.apply_config(tiny_config(steps=1_000_000))
+    w.start_action.trigger()
+    assert w.controller.busy and w.state == RunState.RUNNING
+    w.close()
+    assert not w.controller.busy
+    assert [r.status for r in w.results.records] == ["stopped"]  # the run so far (no step) is kept
+
+
 def test_invalid_fields_block_start_with_their_message(qtbot: Any, window: MainWindow) -> None:
     w = window
     sigma = w.model_panel.form.fields["sigma"]
