@@ -181,7 +181,7 @@ class TrainingConfig:
     val_fraction: float = 0.2
     eval_every: int = 100  # held-out log-likelihood every this many steps
     patience: int = 0  # early stopping after this many evaluations without improvement; 0: off
-    snapshot_every: int = 25  # progress callback every this many steps (the trainer also caps it at 20 a second)
+    snapshot_every: int = 25  # progress callback every this many steps (capped at trainer.MAX_PROGRESS_RATE a second)
     device: str = "auto"
     seed: int = 0
 

@@ -209,10 +209,11 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
             else:
                 evals_since_best += 1
         history.append(row)
-        if (on_progress is not None and (step % tc.snapshot_every == 0 or step == tc.steps)
-                and (step == tc.steps or time.perf_counter() - last_report >= 1.0 / MAX_PROGRESS_RATE)):
-            now = time.perf_counter()
-            snapshot = step == tc.steps or now - last_snapshot >= 1.0 / SNAPSHOT_RATE
+        now = time.perf_counter() if on_progress is not None else 0.0
+        last = step == tc.steps
+        if (on_progress is not None and (step % tc.snapshot_every == 0 or last)
+                and (last or now - last_report >= 1.0 / MAX_PROGRESS_RATE)):
+            snapshot = last or now - last_snapshot >= 1.0 / SNAPSHOT_RATE
             info = _progress(step, tc.steps, history[reported:], heldout_now, decoder, setup if reported == 0 else None,
                              t0)
             if snapshot:

@@ -7,6 +7,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QGroupBox, QVBoxLayout, QWidget
 
 from engine.config import ACTIVATIONS, DEVICES, SCHEDULES, SIGMA_MODES, DecoderConfig, TrainingConfig
+from engine.trainer import MAX_PROGRESS_RATE, SNAPSHOT_RATE
 
 from .fields import BoolField, ChoiceField, IntField, LayersField, RealField, SectionForm
 
@@ -63,8 +64,8 @@ class TrainingPanel(QWidget):
                                               "improvement (the best state is kept); 0: off. 0 to 100 000.",
                                               0, 100_000)),
             ("snapshot_every", "plot every", IntField(
-                "The live plots may get new data every this many steps, at most 20 times a second (the "
-                "manifold and latents 5 times). 1 to 10 000 000.", 1, 10_000_000)),
+                f"The live plots may get new data every this many steps, at most {MAX_PROGRESS_RATE:g} times a "
+                f"second (the manifold and latents {SNAPSHOT_RATE:g} times). 1 to 10 000 000.", 1, 10_000_000)),
             ("device", "device", ChoiceField("Where torch trains: auto (CUDA if available, else CPU), cpu "
                                              "or cuda.", DEVICES)),
             ("seed", "seed", IntField("Seed of the training: initial weights, minibatches, the held-out "
