@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyqtgraph as pg
 import pytest
 import shiboken6
 from PySide6.QtCore import QSettings, QThread
@@ -28,6 +29,8 @@ from gui import tasks
 from gui.main_window import MainWindow
 from gui.panels.fields import INVALID_STYLE
 from gui.panels.model_panel import preset_files
+from gui.plots.common import StreamingCurve
+from gui.plots.curves import CurvesView
 from gui.settings import Settings
 from gui.state import RunState
 
@@ -421,3 +424,66 @@ def test_results_csv_lists_every_run(qtbot: Any, window: MainWindow) -> None:
     header, row = text.strip().split("\n")
     assert header.startswith("run,estimator") and row.startswith("1,mle-quadrature")
     assert json.loads(window.config.to_json())["training"]["steps"] == 20
+
+
+def _drawn(curve: StreamingCurve) -> tuple[np.ndarray, np.ndarray]:
+    """The points of a streaming curve's items, in order, each shared end point counted once."""
+    xs, ys = [], []
+    for item in curve.items:
+        x, y = item.getData()
+        if x is None or len(x) == 0:
+            continue
+        skip = 1 if xs else 0
+        xs.append(x[skip:])
+        ys.append(y[skip:])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def test_streaming_curve_pieces_join_into_the_whole_series(qtbot: Any) -> None:
+    widget = pg.PlotWidget()
+    qtbot.addWidget(widget)
+    plot = widget.getPlotItem()
+    curve = StreamingCurve(plot, pieces=4)
+    items_in_plot = len(plot.items)
+    rng = np.random.default_rng(0)
+    x = np.arange(1.0, 1001.0)
+    y = rng.normal(size=1000)
+    curve.reset(1000, pg.mkPen("b"))
+    n = 0
+    while n < 1000:
+        n = min(1000, n + int(rng.integers(1, 90)))
+        curve.draw(x[:n], y[:n])
+        dx, dy = _drawn(curve)
+        np.testing.assert_array_equal(dx, x[:n])
+        np.testing.assert_array_equal(dy, y[:n])
+        tail_x = curve.tail.getData()[0]
+        assert tail_x[-1] - tail_x[0] <= 250 + 90  # a frame moves at most a quarter of the range and one batch
+    assert len(plot.items) == items_in_plot  # pieces are reused items, never added during a run
+    # log axis: log10 of the positive values, nothing for the rest; a reset redraws from the first point
+    curve.log_y = True
+    curve.reset()
+    curve.draw(x[:500], y[:500])
+    dx, dy = _drawn(curve)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = np.where(y[:500] > 0, np.log10(y[:500]), np.nan)
+    np.testing.assert_array_equal(dx, x[:500])
+    np.testing.assert_array_equal(dy, expected)
+    curve.reset()
+    assert all(item.getData()[0] is None or len(item.getData()[0]) == 0 for item in curve.items)
+
+
+def test_live_sigma_curve_follows_the_log_axis(qtbot: Any) -> None:
+    view = CurvesView()
+    qtbot.addWidget(view)
+    view.show()
+    view.start_live("#0072B2", "ELBO", 100)
+    rows = [{"step": s, "objective": -2.0 + 0.01 * s, "sigma": 0.5 * 0.97**s} for s in range(1, 41)]
+    view.add_rows(rows)
+    view.redraw()
+    sigma = np.array([r["sigma"] for r in rows])
+    np.testing.assert_allclose(_drawn(view.streams["sigma"])[1], sigma)
+    view.log_sigma.setChecked(True)
+    view.redraw()
+    np.testing.assert_allclose(_drawn(view.streams["sigma"])[1], np.log10(sigma))
+    lo, hi = view.sigma_plot.viewRange()[1]
+    assert lo <= np.log10(sigma).min() and np.log10(sigma).max() <= hi

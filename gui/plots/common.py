@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QTimer
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import QGraphicsItem, QWidget
 
 # distinct, print-friendly colours for runs (Okabe-Ito, then Tableau)
@@ -79,6 +79,62 @@ class GrowingSeries:
     @property
     def y(self) -> np.ndarray:
         return self._buf[: self._n, 1]
+
+
+class StreamingCurve:
+    """The line of a series that only grows, drawn as frozen pieces and a short live tail.
+
+    Qt repaints the whole bounding box of an item that changed, and every item that box overlaps: one
+    item holding the whole curve would repaint the plot from the first step to the last (axes included)
+    at every frame and rebuild its path from all points. Here a frame moves only the tail, which is
+    frozen into a piece of its own once it spans `1/pieces` of the x range, so each frame's cost does not
+    grow with the run. The piece items are made once and only their data change (adding an item to a
+    view repaints the whole view). Consecutive pieces share their end point, so the line is unbroken;
+    points beyond the x range stay in the tail. With `log_y` the points are drawn as log10(y) (what a
+    PlotDataItem does on a log axis; y <= 0 is not drawn)."""
+
+    def __init__(self, plot: pg.PlotItem, pieces: int = 16):
+        # spans are measured from a piece's first point, so pieces + 1 of them cover the x range
+        self.items = [pg.PlotCurveItem() for _ in range(pieces + 2)]
+        for item in self.items:
+            plot.addItem(item)
+        self.pieces = pieces
+        self.log_y = False
+        self._frozen = 0  # items[:_frozen] are frozen pieces, items[_frozen] is the tail
+        self._first = 0  # index of the tail's first point in the series
+        self._span = math.inf  # x extent at which the tail is frozen
+
+    @property
+    def tail(self) -> pg.PlotCurveItem:
+        return self.items[self._frozen]
+
+    def reset(self, x_range: float | None = None, pen: QPen | None = None) -> None:
+        """Forget the drawn points (the next `draw` starts from the series' first point); optionally a new
+        x range (which sets the pieces' extent) and pen."""
+        for item in self.items[: self._frozen + 1]:
+            item.setData([], [])
+        self._frozen = self._first = 0
+        if x_range is not None:
+            self._span = x_range / self.pieces if x_range > 0 else math.inf
+        if pen is not None:
+            for item in self.items:
+                item.setPen(pen)
+
+    def draw(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Draw the series (x, y) (N,), of which the points drawn before are unchanged."""
+        while (self._frozen + 1 < len(self.items) and len(x) - self._first > 2
+               and x[-1] - x[self._first] > self._span):
+            end = max(int(np.searchsorted(x, x[self._first] + self._span, side="right")), self._first + 2)
+            self.tail.setData(x[self._first:end], self._y(y[self._first:end]))
+            self._frozen += 1
+            self._first = end - 1
+        self.tail.setData(x[self._first:], self._y(y[self._first:]))
+
+    def _y(self, y: np.ndarray) -> np.ndarray:
+        if not self.log_y:
+            return y
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(y > 0, np.log10(y), np.nan)
 
 
 def plain_axes(plot: pg.PlotItem) -> None:

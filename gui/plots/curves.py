@@ -11,7 +11,14 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QVBoxLayout, QWidget
 
-from .common import LEGEND_BRUSH, GrowingSeries, LiveView, cache_static, plain_axes
+from .common import (
+    LEGEND_BRUSH,
+    GrowingSeries,
+    LiveView,
+    StreamingCurve,
+    cache_static,
+    plain_axes,
+)
 
 REF_PEN = pg.mkPen("#222222", width=1.5, style=Qt.PenStyle.DashLine)
 
@@ -53,10 +60,9 @@ class CurvesView(QWidget, LiveView):
                 plot.setXLink(self.objective_plot)
         self.sigma_plot.setLabel("bottom", "step")
         self.legend = self.heldout_plot.addLegend(offset=(-5, -5), brush=LEGEND_BRUSH)
-        # the live curves change at every frame: bare PlotCurveItems (the sparse held-out one has symbols)
-        self.live = [pg.PlotCurveItem(), self.heldout_plot.plot(symbol="o", symbolSize=5), pg.PlotCurveItem()]
-        self.objective_plot.addItem(self.live[0])
-        self.sigma_plot.addItem(self.live[2])
+        # the live run: the dense curves grow at every frame; the sparse held-out one has symbols
+        self.streams = {"objective": StreamingCurve(self.objective_plot), "sigma": StreamingCurve(self.sigma_plot)}
+        self.live_heldout = self.heldout_plot.plot(symbol="o", symbolSize=5)
         self.true_loglik = pg.InfiniteLine(angle=0, pen=REF_PEN, label="truth", movable=False,
                                            labelOpts={"position": 0.05, "color": "#222222"})
         self.true_sigma = pg.InfiniteLine(angle=0, pen=REF_PEN, label="true σ", movable=False,
@@ -96,11 +102,12 @@ class CurvesView(QWidget, LiveView):
         self.objective_plot.setXRange(0, steps, padding=0.01)
         self._ranged = False
         pen = pg.mkPen(colour, width=1)
-        for item in self.live:
-            item.setPen(pen)
-            item.show()
-        self.live[1].setSymbolBrush(pg.mkBrush(colour))
-        self.live[1].setSymbolPen(None)
+        for curve in self.streams.values():
+            curve.reset(steps, pen)
+        self.live_heldout.setData([], [])
+        self.live_heldout.setPen(pen)
+        self.live_heldout.setSymbolBrush(pg.mkBrush(colour))
+        self.live_heldout.setSymbolPen(None)
         self.set_objective_label(objective_label)
         self.mark_dirty()
 
@@ -122,9 +129,11 @@ class CurvesView(QWidget, LiveView):
         for s in self.series.values():
             s.clear()
         self._drawn.clear()
+        for curve in self.streams.values():
+            curve.reset()
+        self.live_heldout.setData([], [])
         for plot in self.plots:
             plot.enableAutoRange()
-        self.mark_dirty()
 
     def set_true_sigma(self, sigma: float | None) -> None:
         self._true_sigma = sigma
@@ -133,10 +142,15 @@ class CurvesView(QWidget, LiveView):
 
     def _on_log_sigma(self, on: bool) -> None:
         """Log axis for σ: lines are placed in log10 units, and only decades are labelled (the plot is short)."""
+        live = not any(self.sigma_plot.getViewBox().autoRangeEnabled())
         self.sigma_plot.setLogMode(y=on)
+        if live:  # pyqtgraph turns auto-range on with the log mode; a live run keeps its own ranges
+            self.sigma_plot.disableAutoRange()
         self.sigma_plot.getAxis("left").setStyle(maxTextLevel=0 if on else 2)
         self.set_true_sigma(self._true_sigma)
-        self._ranged = False  # a live run's y ranges are set again, in the new units
+        self.streams["sigma"].log_y = on  # the live σ is drawn again, in the new units, and so are the y ranges
+        self.streams["sigma"].reset()
+        self._ranged = False
         self._drawn.clear()
         self.mark_dirty()
 
@@ -151,13 +165,16 @@ class CurvesView(QWidget, LiveView):
             line.show()
 
     def redraw(self) -> None:
-        """setData only for the series that grew (the sparse held-out one mostly has not)."""
-        for item, key, plot in zip(self.live, ("objective", "heldout", "sigma"), self.plots, strict=True):
+        """Draw only the series that grew (the sparse held-out one mostly has not)."""
+        for key, plot in zip(("objective", "heldout", "sigma"), self.plots, strict=True):
             s = self.series[key]
             if len(s) == self._drawn.get(key):
                 continue
             self._drawn[key] = len(s)
-            item.setData(s.x, s.y)
+            if key == "heldout":
+                self.live_heldout.setData(s.x, s.y)
+            else:
+                self.streams[key].draw(s.x, s.y)
             if len(s) and not plot.getViewBox().autoRangeEnabled()[1]:
                 self._grow_y(plot, s.lo, s.hi)
         self._ranged = True
