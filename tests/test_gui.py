@@ -30,7 +30,7 @@ from gui.main_window import MainWindow
 from gui.panels.fields import INVALID_STYLE
 from gui.panels.model_panel import preset_files
 from gui.plots.common import StreamingCurve
-from gui.plots.curves import CurvesView
+from gui.plots.curves import DENSE_POINTS, CurvesView, History
 from gui.settings import Settings
 from gui.state import RunState
 
@@ -487,3 +487,17 @@ def test_live_sigma_curve_follows_the_log_axis(qtbot: Any) -> None:
     np.testing.assert_allclose(_drawn(view.streams["sigma"])[1], np.log10(sigma))
     lo, hi = view.sigma_plot.viewRange()[1]
     assert lo <= np.log10(sigma).min() and np.log10(sigma).max() <= hi
+
+
+def test_short_overlays_are_drawn_whole_and_long_ones_clipped(qtbot: Any) -> None:
+    """Re-clipping every overlay at each range change made each Start slower than the last in a long
+    session; only runs long enough to need it are clipped and downsampled."""
+    view = CurvesView()
+    qtbot.addWidget(view)
+    for run_id, steps in ((1, 500), (2, DENSE_POINTS + 1)):
+        step = np.arange(1.0, steps + 1)
+        history = History(step, -1.0 / step, 0.1 + 1.0 / step, step[::100], -1.0 / step[::100])
+        view.set_overlay(run_id, history, "#0072B2", f"#{run_id}", True)
+    short, long = view.overlays[1], view.overlays[2]
+    assert not any(item.opts["clipToView"] or item.opts["autoDownsample"] for item in short)
+    assert all(item.opts["clipToView"] and item.opts["autoDownsample"] for item in long)

@@ -21,6 +21,7 @@ from .common import (
 )
 
 REF_PEN = pg.mkPen("#222222", width=1.5, style=Qt.PenStyle.DashLine)
+DENSE_POINTS = 4000  # an overlay with at most this many points is drawn whole, not clipped or downsampled
 
 
 @dataclass
@@ -209,6 +210,12 @@ class CurvesView(QWidget, LiveView):
                                             symbolSize=5, symbolBrush=brush, symbolPen=None),
                      self.sigma_plot.plot(history.step, history.sigma, pen=pen)]
             self.overlays[run_id] = items
+            if len(history.step) <= DENSE_POINTS:
+                # drawing every point is cheaper than clipping and downsampling them again at every range
+                # change (the plots' setting, for long runs), which each new run makes for every overlay
+                for item in items:
+                    item.setClipToView(False)
+                    item.setDownsampling(auto=False)
             cache_static(*items)
         if visible == (run_id in self._shown):
             return
