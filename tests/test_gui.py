@@ -18,8 +18,8 @@ import pyqtgraph as pg
 import pytest
 import shiboken6
 from PySide6.QtCore import QSettings, QThread
-from PySide6.QtGui import QImage
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtGui import QImage, QPainterPath
+from PySide6.QtWidgets import QGraphicsPathItem, QMessageBox
 
 from engine.config import RunConfig
 from engine.estimators import SUMMARIES
@@ -30,7 +30,7 @@ from gui.main_window import MainWindow
 from gui.panels.fields import INVALID_STYLE
 from gui.panels.model_panel import preset_files
 from gui.plots.common import StreamingCurve
-from gui.plots.curves import DENSE_POINTS, CurvesView, History
+from gui.plots.curves import CurvesView, History
 from gui.settings import Settings
 from gui.state import RunState
 
@@ -119,8 +119,8 @@ def test_short_run_from_the_ui_reaches_done_with_plots_and_a_result(qtbot: Any, 
     record = w.results.records[0]
     assert record.status == "done" and record.metrics["steps"] == 60
     assert math.isfinite(record.metrics["heldout_loglik"])
-    objective = w.curves.overlays[record.run_id][0]
-    assert len(objective.getData()[0]) == 60
+    objective = w.curves.overlays[record.run_id].objective.path()
+    assert objective.elementCount() == 60
     assert w.curves.true_loglik.isVisible() and w.curves.true_sigma.isVisible()
     assert w.status.progress.value() == 60
     assert w.start_action.isEnabled() and not w.stop_action.isEnabled()
@@ -489,15 +489,36 @@ def test_live_sigma_curve_follows_the_log_axis(qtbot: Any) -> None:
     assert lo <= np.log10(sigma).min() and np.log10(sigma).max() <= hi
 
 
-def test_short_overlays_are_drawn_whole_and_long_ones_clipped(qtbot: Any) -> None:
-    """Re-clipping every overlay at each range change made each Start slower than the last in a long
-    session; only runs long enough to need it are clipped and downsampled."""
+def _points(path: QPainterPath) -> np.ndarray:
+    return np.array([(path.elementAt(i).x, path.elementAt(i).y) for i in range(path.elementCount())])
+
+
+def test_overlays_are_static_items_in_the_units_of_their_axes(qtbot: Any) -> None:
+    """A finished run's dense curves are Qt path items (no Python call when a live frame repaints over
+    them); σ follows the log axis both ways, and auto-ranging covers every overlay exactly."""
     view = CurvesView()
     qtbot.addWidget(view)
-    for run_id, steps in ((1, 500), (2, DENSE_POINTS + 1)):
-        step = np.arange(1.0, steps + 1)
-        history = History(step, -1.0 / step, 0.1 + 1.0 / step, step[::100], -1.0 / step[::100])
-        view.set_overlay(run_id, history, "#0072B2", f"#{run_id}", True)
-    short, long = view.overlays[1], view.overlays[2]
-    assert not any(item.opts["clipToView"] or item.opts["autoDownsample"] for item in short)
-    assert all(item.opts["clipToView"] and item.opts["autoDownsample"] for item in long)
+    view.show()
+    step = np.arange(1.0, 501.0)
+    sigma = 0.5 * 0.99**step
+    objective = -1.0 / step
+    objective[10] = np.nan  # a skipped step breaks the line
+    history = History(step, objective, sigma, step[::100], -1.0 / step[::100])
+    view.set_overlay(1, history, "#0072B2", "#1", True)
+    overlay = view.overlays[1]
+    assert isinstance(overlay.objective, QGraphicsPathItem) and isinstance(overlay.sigma, QGraphicsPathItem)
+    ok = np.isfinite(objective)
+    path = overlay.objective.path()  # the skipped point repeats the last one, and the line starts again after it
+    np.testing.assert_allclose(np.delete(_points(path), 10, axis=0), np.column_stack([step[ok], objective[ok]]))
+    assert path.elementAt(11).type == QPainterPath.ElementType.MoveToElement
+    assert not overlay.heldout.opts["clipToView"] and not overlay.heldout.opts["autoDownsample"]
+    view.log_sigma.setChecked(True)
+    np.testing.assert_allclose(_points(overlay.sigma.path())[:, 1], np.log10(sigma))
+    view.sigma_plot.autoRange(padding=0)
+    lo, hi = view.sigma_plot.viewRange()[1]
+    np.testing.assert_allclose([lo, hi], [np.log10(sigma).min(), np.log10(sigma).max()], atol=1e-9)
+    view.log_sigma.setChecked(False)
+    np.testing.assert_allclose(_points(overlay.sigma.path())[:, 1], sigma)
+    view.objective_plot.autoRange(padding=0)
+    np.testing.assert_allclose(view.objective_plot.viewRange()[1], [np.nanmin(objective), np.nanmax(objective)],
+                               atol=1e-9)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QVBoxLayout, QWidget
+from PySide6.QtGui import QColor, QPainterPath, QPen
+from PySide6.QtWidgets import QCheckBox, QGraphicsPathItem, QHBoxLayout, QVBoxLayout, QWidget
 
 from .common import (
     LEGEND_BRUSH,
@@ -21,7 +22,6 @@ from .common import (
 )
 
 REF_PEN = pg.mkPen("#222222", width=1.5, style=Qt.PenStyle.DashLine)
-DENSE_POINTS = 4000  # an overlay with at most this many points is drawn whole, not clipped or downsampled
 
 
 @dataclass
@@ -54,8 +54,6 @@ class CurvesView(QWidget, LiveView):
         self.plots = (self.objective_plot, self.heldout_plot, self.sigma_plot)
         for plot in self.plots:
             plain_axes(plot)
-            plot.setDownsampling(auto=True, mode="peak")
-            plot.setClipToView(True)
             plot.setAutoVisible(y=True)
             if plot is not self.objective_plot:
                 plot.setXLink(self.objective_plot)
@@ -74,7 +72,7 @@ class CurvesView(QWidget, LiveView):
         self.true_sigma.hide()
         cache_static(self.true_loglik, self.true_sigma)
         self.series = {k: GrowingSeries() for k in ("objective", "heldout", "sigma")}
-        self.overlays: dict[int, list[pg.PlotDataItem]] = {}
+        self.overlays: dict[int, Overlay] = {}
         self._shown: set[int] = set()
         self._ranged = False  # the live run's y ranges were set at least once
         self._drawn: dict[str, int] = {}  # points of each live series on screen
@@ -149,6 +147,8 @@ class CurvesView(QWidget, LiveView):
             self.sigma_plot.disableAutoRange()
         self.sigma_plot.getAxis("left").setStyle(maxTextLevel=0 if on else 2)
         self.set_true_sigma(self._true_sigma)
+        for overlay in self.overlays.values():
+            overlay.set_log_sigma(on)
         self.streams["sigma"].log_y = on  # the live σ is drawn again, in the new units, and so are the y ranges
         self.streams["sigma"].reset()
         self._ranged = False
@@ -199,31 +199,57 @@ class CurvesView(QWidget, LiveView):
     # ------------------------------------------------------------------------------------ overlays
     def set_overlay(self, run_id: int, history: History | None, colour: str, name: str, visible: bool) -> None:
         """Show or hide a finished run's curves; the items are made once per run, then toggled."""
-        items = self.overlays.get(run_id)
-        if items is None:
+        overlay = self.overlays.get(run_id)
+        if overlay is None:
             if not visible or history is None:
                 return
-            pen = pg.mkPen(colour, width=1)
-            brush = pg.mkBrush(colour)
-            items = [self.objective_plot.plot(history.step, history.objective, pen=pen),
-                     self.heldout_plot.plot(history.heldout_step, history.heldout, pen=pen, symbol="o",
-                                            symbolSize=5, symbolBrush=brush, symbolPen=None),
-                     self.sigma_plot.plot(history.step, history.sigma, pen=pen)]
-            self.overlays[run_id] = items
-            if len(history.step) <= DENSE_POINTS:
-                # drawing every point is cheaper than clipping and downsampling them again at every range
-                # change (the plots' setting, for long runs), which each new run makes for every overlay
-                for item in items:
-                    item.setClipToView(False)
-                    item.setDownsampling(auto=False)
-            cache_static(*items)
+            overlay = Overlay(history, colour, self.log_sigma.isChecked())
+            self.objective_plot.addItem(overlay.objective)
+            self.heldout_plot.addItem(overlay.heldout)
+            self.sigma_plot.addItem(overlay.sigma)
+            self.overlays[run_id] = overlay
         if visible == (run_id in self._shown):
             return
-        for item in items:
+        for item in overlay.items:
             item.setVisible(visible)
         if visible:
             self._shown.add(run_id)
-            self.legend.addItem(items[1], name)
+            self.legend.addItem(overlay.heldout, name)
         else:
             self._shown.discard(run_id)
-            self.legend.removeItem(items[1])
+            self.legend.removeItem(overlay.heldout)
+
+
+class Overlay:
+    """A finished run's curves, which do not change. The dense objective and σ curves are Qt path items:
+    Qt draws and bounds them without calling Python, so the frames of a live run, which repaint the
+    region its newest points cover, cost no more with many runs overlaid (as PlotDataItems each overlay
+    cost Python calls at every such repaint, and a re-clip at every change of the view's range). The sparse
+    held-out points are a PlotDataItem with symbols, which the legend shows. All are cached as pixmaps."""
+
+    def __init__(self, history: History, colour: str, log_sigma: bool):
+        self.history = history
+        pen = QPen(QColor(colour), 0)  # a one-pixel line; width 0 also keeps the item's bounds exact
+        pen.setCosmetic(True)
+        self.objective = QGraphicsPathItem(_path(history.step, history.objective))
+        self.sigma = QGraphicsPathItem()
+        for item in (self.objective, self.sigma):
+            item.setPen(pen)
+        self.set_log_sigma(log_sigma)
+        self.heldout = pg.PlotDataItem(history.heldout_step, history.heldout, pen=pg.mkPen(colour, width=1),
+                                       symbol="o", symbolSize=5, symbolBrush=pg.mkBrush(colour), symbolPen=None)
+        self.items = (self.objective, self.heldout, self.sigma)
+        cache_static(*self.items)
+
+    def set_log_sigma(self, on: bool) -> None:
+        """σ in the units of the σ axis: log10(σ) on a log axis (as a PlotDataItem would draw it)."""
+        sigma = self.history.sigma
+        if on:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sigma = np.where(sigma > 0, np.log10(sigma), np.nan)
+        self.sigma.setPath(_path(self.history.step, sigma))
+
+
+def _path(x: np.ndarray, y: np.ndarray) -> QPainterPath:
+    """The polyline through the finite points (x, y), broken where a value is not finite."""
+    return pg.arrayToQPath(x, y, connect="finite") if len(x) else QPainterPath()
