@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import sys
 
+from PySide6.QtGui import QPixmapCache
 from PySide6.QtWidgets import QApplication
 
 from .main_window import APP_NAME, MainWindow
 from .settings import APPLICATION, ORGANISATION, Settings
+
+PIXMAP_CACHE_KB = 256 * 1024
 
 
 def application(argv: list[str] | None = None) -> QApplication:
@@ -18,6 +21,10 @@ def application(argv: list[str] | None = None) -> QApplication:
         app.setOrganizationName(ORGANISATION)
         app.setApplicationName(APPLICATION)
         app.setApplicationDisplayName(APP_NAME)
+    # The plots cache their static items (data, finished runs' curves) as pixmaps in QPixmapCache, a few
+    # hundred kB each: past Qt's default 10 MB (about 20 runs overlaid) every live frame rendered evicted ones
+    # again, and the fastest run trained 26 % slower with 40 runs overlaid. This is a limit, not an allocation.
+    QPixmapCache.setCacheLimit(max(QPixmapCache.cacheLimit(), PIXMAP_CACHE_KB))
     return app
 
 

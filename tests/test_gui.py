@@ -18,14 +18,15 @@ import pyqtgraph as pg
 import pytest
 import shiboken6
 from PySide6.QtCore import QSettings, QThread
-from PySide6.QtGui import QImage, QPainterPath
-from PySide6.QtWidgets import QGraphicsPathItem, QMessageBox
+from PySide6.QtGui import QImage, QPainterPath, QPixmapCache
+from PySide6.QtWidgets import QApplication, QGraphicsPathItem, QMessageBox
 
 from engine.config import RunConfig
 from engine.estimators import SUMMARIES
 from engine.runs import fit as engine_fit
 from engine.storage import load_dataset
 from gui import tasks
+from gui.app import PIXMAP_CACHE_KB, application
 from gui.main_window import MainWindow
 from gui.panels.fields import INVALID_STYLE
 from gui.panels.model_panel import preset_files
@@ -522,3 +523,14 @@ def test_overlays_are_static_items_in_the_units_of_their_axes(qtbot: Any) -> Non
     view.objective_plot.autoRange(padding=0)
     np.testing.assert_allclose(view.objective_plot.viewRange()[1], [np.nanmin(objective), np.nanmax(objective)],
                                atol=1e-9)
+
+
+def test_application_makes_room_for_the_cached_plot_items(qtbot: Any) -> None:
+    """Qt's default 10 MB pixmap cache holds the cached curves of about 20 finished runs; past that every
+    live frame rendered evicted ones again."""
+    QPixmapCache.setCacheLimit(10 * 1024)
+    assert application() is QApplication.instance()
+    assert QPixmapCache.cacheLimit() == PIXMAP_CACHE_KB >= 100 * 1024
+    QPixmapCache.setCacheLimit(2 * PIXMAP_CACHE_KB)
+    application()
+    assert QPixmapCache.cacheLimit() == 2 * PIXMAP_CACHE_KB  # a larger limit is kept
