@@ -22,8 +22,9 @@ def application(argv: list[str] | None = None) -> QApplication:
         app.setApplicationName(APPLICATION)
         app.setApplicationDisplayName(APP_NAME)
     # The plots cache their static items (data, finished runs' curves) as pixmaps in QPixmapCache, a few
-    # hundred kB each: past Qt's default 10 MB (about 20 runs overlaid) every live frame rendered evicted ones
-    # again, and the fastest run trained 26 % slower with 40 runs overlaid. This is a limit, not an allocation.
+    # hundred kB each, four per finished run: past Qt's default 10 MB (a handful of runs) every live frame
+    # rendered evicted ones again; with 40 runs overlaid the fastest run trained 26 % slower. A limit, not an
+    # allocation.
     QPixmapCache.setCacheLimit(max(QPixmapCache.cacheLimit(), PIXMAP_CACHE_KB))
     return app
 

@@ -526,8 +526,8 @@ def test_overlays_are_static_items_in_the_units_of_their_axes(qtbot: Any) -> Non
 
 
 def test_application_makes_room_for_the_cached_plot_items(qtbot: Any) -> None:
-    """Qt's default 10 MB pixmap cache holds the cached curves of about 20 finished runs; past that every
-    live frame rendered evicted ones again."""
+    """Qt's default 10 MB pixmap cache holds the cached curves of a handful of finished runs; past that
+    every live frame rendered evicted ones again."""
     QPixmapCache.setCacheLimit(10 * 1024)
     assert application() is QApplication.instance()
     assert QPixmapCache.cacheLimit() == PIXMAP_CACHE_KB >= 100 * 1024

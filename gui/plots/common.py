@@ -90,8 +90,8 @@ class StreamingCurve:
     frozen into a piece of its own once it spans `1/pieces` of the x range, so each frame's cost does not
     grow with the run. The piece items are made once and only their data change (adding an item to a
     view repaints the whole view). Consecutive pieces share their end point, so the line is unbroken;
-    points beyond the x range stay in the tail. With `log_y` the points are drawn as log10(y) (what a
-    PlotDataItem does on a log axis; y <= 0 is not drawn)."""
+    points beyond the x range stay in the tail. With `log_y` the points are drawn in the units of a log
+    axis (`log10_positive`)."""
 
     def __init__(self, plot: pg.PlotItem, pieces: int = 16):
         # spans are measured from a piece's first point, so pieces + 1 of them cover the x range
@@ -131,10 +131,14 @@ class StreamingCurve:
         self.tail.setData(x[self._first:], self._y(y[self._first:]))
 
     def _y(self, y: np.ndarray) -> np.ndarray:
-        if not self.log_y:
-            return y
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(y > 0, np.log10(y), np.nan)
+        return log10_positive(y) if self.log_y else y
+
+
+def log10_positive(y: np.ndarray) -> np.ndarray:
+    """log10(y) where y > 0, NaN (not drawn) elsewhere: values in the units of a log axis, as a
+    PlotDataItem draws them."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(y > 0, np.log10(y), np.nan)
 
 
 def plain_axes(plot: pg.PlotItem) -> None:

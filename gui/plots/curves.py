@@ -18,6 +18,7 @@ from .common import (
     LiveView,
     StreamingCurve,
     cache_static,
+    log10_positive,
     plain_axes,
 )
 
@@ -223,8 +224,8 @@ class CurvesView(QWidget, LiveView):
 class Overlay:
     """A finished run's curves, which do not change. The dense objective and σ curves are Qt path items:
     Qt draws and bounds them without calling Python, so the frames of a live run, which repaint the
-    region its newest points cover, cost no more with many runs overlaid (as PlotDataItems each overlay
-    cost Python calls at every such repaint, and a re-clip at every change of the view's range). The sparse
+    region its newest points cover, cost less with runs overlaid (as PlotDataItems each overlay cost
+    Python calls at every such repaint, and a re-clip at every change of the view's range). The sparse
     held-out points are a PlotDataItem with symbols, which the legend shows. All are cached as pixmaps."""
 
     def __init__(self, history: History, colour: str, log_sigma: bool):
@@ -242,12 +243,9 @@ class Overlay:
         cache_static(*self.items)
 
     def set_log_sigma(self, on: bool) -> None:
-        """σ in the units of the σ axis: log10(σ) on a log axis (as a PlotDataItem would draw it)."""
+        """σ in the units of the σ axis."""
         sigma = self.history.sigma
-        if on:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                sigma = np.where(sigma > 0, np.log10(sigma), np.nan)
-        self.sigma.setPath(_path(self.history.step, sigma))
+        self.sigma.setPath(_path(self.history.step, log10_positive(sigma) if on else sigma))
 
 
 def _path(x: np.ndarray, y: np.ndarray) -> QPainterPath:
