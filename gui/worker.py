@@ -2,10 +2,15 @@
 
 `EngineWorker` runs one engine task in a worker thread. A task is a callable
 ``task(report, should_stop) -> result`` (training: ``engine.runs.fit`` with `report` as its `on_progress`
-and `should_stop` as its stop flag). Wiring as in superqt's ``new_worker_qthread``:
+and `should_stop` as its stop flag). Wiring:
 
-    thread.started -> worker.run,  worker.ended -> thread.quit and worker.deleteLater,
-    thread.finished -> thread.deleteLater
+    thread.started -> worker.run,  worker.ended -> thread.quit,  thread.finished -> thread.deleteLater
+
+and the worker is deleted in the GUI thread once its thread has ended (`RunController._release`). Not with
+`deleteLater` in its own thread, as superqt's ``new_worker_qthread`` does: Qt's destructor takes Qt's
+signal-slot locks and then, through PySide, the GIL, while the GUI thread holding the GIL may be waiting
+for one of those locks (a deadlock seen once in the test suite: the GUI thread in
+`QMetaObject::disconnect`, the worker thread in `~QObject` waiting for the GIL).
 
 Signals of the worker (emitted in the worker thread):
     progress(object)   a dict with copied numpy arrays (the trainer sends at most 20 a second, each with
@@ -143,7 +148,6 @@ class RunController(QObject):
         worker.finished.connect(self._on_finished)
         worker.failed.connect(self._on_failed)
         worker.ended.connect(thread.quit)
-        worker.ended.connect(worker.deleteLater)
         thread.finished.connect(thread.deleteLater)
         self._thread, self._worker, self._kind, self._on_done = thread, worker, kind, on_done
         self.busy_changed.emit(True)
@@ -197,8 +201,9 @@ class RunController(QObject):
         terminal signal (finished or failed) calls this, so a late signal of an old task never releases a
         newer one.
 
-        The worker deletes itself (deleteLater) in its thread as the thread ends, so the Python reference is
-        dropped only after `wait()`: dropping it earlier would delete it from this thread at the same time.
+        Dropping the last reference to the worker deletes it, here in the GUI thread and only after `wait()`:
+        its thread has ended, so nothing else can touch it (see the module docstring for why not in its
+        own thread).
         """
         thread = self._thread
         if thread is None:

@@ -9,6 +9,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import json
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 import pyqtgraph as pg
 import pytest
 import shiboken6
-from PySide6.QtCore import QSettings, QThread
+from PySide6.QtCore import QSettings, Qt, QThread
 from PySide6.QtGui import QImage, QPainterPath, QPixmapCache
 from PySide6.QtWidgets import QApplication, QGraphicsPathItem, QMessageBox
 
@@ -534,3 +535,19 @@ def test_application_makes_room_for_the_cached_plot_items(qtbot: Any) -> None:
     QPixmapCache.setCacheLimit(2 * PIXMAP_CACHE_KB)
     application()
     assert QPixmapCache.cacheLimit() == 2 * PIXMAP_CACHE_KB  # a larger limit is kept
+
+
+def test_the_worker_is_deleted_in_the_gui_thread_after_its_thread_ends(qtbot: Any, window: MainWindow) -> None:
+    """Deleted in its own thread (deleteLater), Qt's destructor held Qt's signal-slot locks while waiting for
+    the GIL, which the GUI thread held while waiting for one of those locks: a deadlock."""
+    w = window
+    w.apply_config(tiny_config(steps=20))
+    deleted_in: list[int] = []
+    with qtbot.waitSignal(w.controller.finished, timeout=RUN_TIMEOUT_MS):
+        w.start_action.trigger()
+        worker = w.controller._worker
+        assert worker is not None
+        worker.destroyed.connect(lambda: deleted_in.append(threading.get_ident()), Qt.ConnectionType.DirectConnection)
+        del worker
+    qtbot.waitUntil(lambda: bool(deleted_in), timeout=RUN_TIMEOUT_MS)
+    assert deleted_in == [threading.main_thread().ident]
