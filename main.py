@@ -7,6 +7,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.threads import configure_openmp
+
+    configure_openmp()  # OpenMP reads its wait policy once, when torch is imported
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--self-test":
         from gui.selftest import run_self_test

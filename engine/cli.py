@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from .presets import list_presets, load_preset
 from .runs import RunFileError, dumps, fit, load_run, save_run
 from .simulate import Dataset, simulate
 from .storage import DataFileError, atomic_write_text, load_dataset, save_dataset
+from .threads import apply_threads
 from .trainer import resolve_device
 
 USAGE_ERRORS = (ConfigError, DataFileError, RunFileError)
@@ -35,6 +37,15 @@ def _int_list(text: str) -> tuple[int, ...]:
         return tuple(int(t) for t in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64, got {text!r}") from None
+
+
+def _threads(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number of threads like 1, got {text!r}") from None
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -73,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--run", help="score a saved run folder")
     e.add_argument("--samples", type=int, default=2000, help="importance samples K when m > 2 (>= 1000 used)")
     e.add_argument("--seed", type=int, default=0, help="seed of the importance sampler")
+    e.add_argument("--threads", type=_threads, default=0, help="torch intra-op threads: auto (default) or N")
 
     for name, helptext in (("fit", "train one estimator and save the run folder"),
                            ("compare", "train several estimators on the same data and split; one table")):
@@ -88,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--m", type=int, help="latent dimension of the fitted model (default: the data's)")
         f.add_argument("--hidden", type=_int_list, help="decoder hidden widths, e.g. 64,64 ('' = linear)")
         f.add_argument("--activation", choices=ACTIVATIONS, help="decoder activation")
-        f.add_argument("--steps", type=int, help="training steps")
+        f.add_argument("--steps", type=int, help="training steps (with --time-limit: whichever ends first)")
+        f.add_argument("--time-limit", type=float, metavar="SECONDS",
+                       help="stop training after this many seconds; the learning-rate schedule ends with it")
+        f.add_argument("--threads", type=_threads, help="torch intra-op threads: auto (default) or N")
         f.add_argument("--batch-size", type=int, help="minibatch size")
         f.add_argument("--lr", type=float, help="Adam learning rate")
         f.add_argument("--nodes", type=int, help="Gauss-Hermite nodes per latent dimension")
@@ -125,6 +140,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         raise UsageError(f"--samples: got {a.samples}; expected an integer from 1 to 10000000 (>= 1000 are used)")
     if not 0 <= a.seed <= 2**63 - 1:
         raise UsageError(f"--seed: got {a.seed}; expected an integer from 0 to {2**63 - 1}")
+    apply_threads(a.threads, math.inf)  # scoring is large work: the idle cores unless told
     data = _load(a.data)
     if a.truth:
         if data.truth is None:
@@ -154,7 +170,8 @@ def _run_config(a: argparse.Namespace, data: Dataset, estimator: str | None) -> 
         dec["sigma_min"] = a.sigma_min
     est = {k: v for k, v in (("name", estimator), ("nodes", a.nodes), ("samples", a.samples)) if v is not None}
     tr = {k: v for k, v in (("steps", a.steps), ("batch_size", a.batch_size), ("lr", a.lr),
-                            ("val_fraction", a.val_fraction), ("device", a.device), ("seed", a.seed))
+                            ("val_fraction", a.val_fraction), ("device", a.device), ("seed", a.seed),
+                            ("time_limit", a.time_limit), ("threads", a.threads))
           if v is not None}
     cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, **dec),
                               estimator=dataclasses.replace(cfg.estimator, **est),
@@ -168,22 +185,24 @@ def _run_config(a: argparse.Namespace, data: Dataset, estimator: str | None) -> 
 
 
 class _Progress:
-    """A terminal progress bar (tqdm on stderr) fed by the trainer's progress dicts."""
+    """A terminal progress bar (tqdm on stderr) fed by the trainer's progress dicts: in steps, or in seconds
+    when the run has a time limit; then the scoring's share done."""
 
-    def __init__(self, steps: int, label: str, quiet: bool):
+    def __init__(self, steps: int, time_limit: float | None, label: str, quiet: bool):
         from tqdm import tqdm
 
-        self.bar = None if quiet else tqdm(total=steps, desc=label, unit="step", file=sys.stderr,
-                                           dynamic_ncols=True)
+        self.total = steps if time_limit is None else time_limit
+        self.bar = None if quiet else tqdm(total=self.total, desc=label, unit="step" if time_limit is None else "s",
+                                           file=sys.stderr, dynamic_ncols=True)
 
     def __call__(self, p: dict[str, Any]) -> None:
         if self.bar is None:
             return
         if p.get("phase") == "evaluating":
-            self.bar.set_postfix_str("evaluating on held-out data ...")
+            self.bar.set_postfix_str(f"scoring held-out points {100 * p.get('fraction', 0.0):.0f} %", refresh=True)
             return
-        self.bar.n = p["step"]
-        post = {"obj": f"{p['objective']:.4f}", "sigma": f"{float(np.mean(p['sigma'])):.4g}"}
+        self.bar.n = round(p["fraction"] * self.total, 1)
+        post = {"step": p["step"], "obj": f"{p['objective']:.4f}", "sigma": f"{float(np.mean(p['sigma'])):.4g}"}
         if np.isfinite(p["heldout"]):
             post["heldout"] = f"{p['heldout']:.4f}"
         self.bar.set_postfix(post, refresh=True)
@@ -210,7 +229,7 @@ def _stop_on_ctrl_c() -> threading.Event:
 
 def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, out: Path, quiet: bool,
              stop: threading.Event):
-    bar = _Progress(cfg.training.steps, cfg.estimator.name, quiet)
+    bar = _Progress(cfg.training.steps, cfg.training.time_limit, cfg.estimator.name, quiet)
     try:
         result = fit(cfg, data, test, bar, stop.is_set)
     finally:

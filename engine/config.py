@@ -141,7 +141,7 @@ class EstimatorConfig:
     """Which objective is maximised, and the settings of that estimator of log p(x)."""
 
     name: str = "mle-adaptive"
-    nodes: int = 20  # Gauss-Hermite nodes per latent dimension (quadratures)
+    nodes: int | None = None  # Gauss-Hermite nodes per latent dimension; None: by m (default_nodes)
     samples: int = 64  # K: importance samples (mle-importance, iwae)
     proposal: str = "laplace"  # mle-importance: prior | laplace
     sampler: str = "langevin"  # mle-mcem: langevin (MALA) | hmc
@@ -156,7 +156,8 @@ class EstimatorConfig:
 
     def validate(self, prefix: str = "estimator") -> None:
         _choice(f"{prefix}.name", self.name, ESTIMATORS)
-        _int_in(f"{prefix}.nodes", self.nodes, 2, 200)
+        if self.nodes is not None:
+            _int_in(f"{prefix}.nodes", self.nodes, 2, 200)
         _int_in(f"{prefix}.samples", self.samples, 1, 100_000)
         _choice(f"{prefix}.proposal", self.proposal, PROPOSALS)
         _choice(f"{prefix}.sampler", self.sampler, SAMPLERS)
@@ -182,6 +183,8 @@ class TrainingConfig:
     eval_every: int = 100  # held-out log-likelihood every this many steps
     patience: int = 0  # early stopping after this many evaluations without improvement; 0: off
     snapshot_every: int = 25  # progress callback every this many steps (capped at trainer.MAX_PROGRESS_RATE a second)
+    time_limit: float | None = None  # seconds of training; the cosine schedule ends with it; None: steps only
+    threads: int = 0  # torch intra-op threads; 0: auto (engine/threads.py)
     device: str = "auto"
     seed: int = 0
 
@@ -194,6 +197,9 @@ class TrainingConfig:
         _int_in(f"{prefix}.eval_every", self.eval_every, 1, 10_000_000)
         _int_in(f"{prefix}.patience", self.patience, 0, 100_000)
         _int_in(f"{prefix}.snapshot_every", self.snapshot_every, 1, 10_000_000)
+        if self.time_limit is not None:
+            _real_in(f"{prefix}.time_limit", self.time_limit, 0.0, 1e7, open_lo=True)
+        _int_in(f"{prefix}.threads", self.threads, 0, 1024)
         _choice(f"{prefix}.device", self.device, DEVICES)
         _int_in(f"{prefix}.seed", self.seed, 0, 2**63 - 1)
 
@@ -266,17 +272,40 @@ def section_from_dict(cls: type, d: Any, prefix: str) -> Any:
     return obj
 
 
+# Grid points per training point that a default node count may use: nodes^m of them go through the
+# decoder for every point of a batch (mle-adaptive), or once per batch (mle-quadrature's fixed grid).
+ADAPTIVE_GRID_BUDGET = 32
+FIXED_GRID_BUDGET = 1024
+MAX_GRID_POINTS = 20_000
+
+
+def default_nodes(name: str, m: int) -> int:
+    """Gauss-Hermite nodes per dimension taken when `nodes` is None: the most whose tensor grid fits the
+    budget, between 2 and 20 (mle-adaptive: 32 points per datum, e.g. 20 for m = 1, 5 for m = 2, 2 for
+    m = 4) or 200 (mle-quadrature: 1024 points per batch, e.g. 32 for m = 2)."""
+    budget, cap = (FIXED_GRID_BUDGET, 200) if name == "mle-quadrature" else (ADAPTIVE_GRID_BUDGET, 20)
+    nodes = 2
+    while nodes < cap and (nodes + 1) ** m <= budget:
+        nodes += 1
+    return nodes
+
+
+def resolved_nodes(est: EstimatorConfig, m: int) -> int:
+    """The node count a run uses: the configured one, else `default_nodes`."""
+    return est.nodes if est.nodes is not None else default_nodes(est.name, m)
+
+
 def validate_estimator_for_latent_dim(est: EstimatorConfig, m: int) -> None:
-    """Tensor-grid quadrature costs nodes^m decoder passes: allowed for m <= 3 and at most 20^3 nodes."""
-    if est.name == "mle-quadrature":
-        if m > 3:
-            raise ConfigError("estimator.name", est.name,
-                              f"tensor-grid quadrature needs latent dimension m <= 3 (m = {m}); "
-                              "use mle-adaptive, mle-importance or mle-mcem")
-        if est.nodes**m > 20_000:
+    """Tensor-grid quadrature costs nodes^m decoder passes: mle-quadrature for m <= 3, and at most
+    MAX_GRID_POINTS grid points for either quadrature."""
+    if est.name == "mle-quadrature" and m > 3:
+        raise ConfigError("estimator.name", est.name,
+                          f"tensor-grid quadrature needs latent dimension m <= 3 (m = {m}); "
+                          "use mle-adaptive, mle-importance or mle-mcem")
+    if est.name in ("mle-quadrature", "mle-adaptive"):
+        nodes = resolved_nodes(est, m)
+        if nodes**m > MAX_GRID_POINTS:
+            fix = "lower the nodes" if est.nodes is not None and est.nodes > 2 else "use mle-importance"
             raise ConfigError("estimator.nodes", est.nodes,
-                              f"nodes^m = {est.nodes**m} grid points; expected at most 20000")
-    if est.name == "mle-adaptive" and est.nodes**m > 20_000:
-        raise ConfigError("estimator.nodes", est.nodes,
-                          f"nodes^m = {est.nodes**m} grid points for m = {m}; expected at most 20000 "
-                          "(lower the nodes, or use mle-importance)")
+                              f"nodes^m = {nodes}^{m} = {nodes**m} grid points; expected at most "
+                              f"{MAX_GRID_POINTS} ({fix})")

@@ -60,6 +60,10 @@ class Decoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)
 
+    def macs_per_row(self) -> int:
+        """Multiply-adds of g_theta for one latent point."""
+        return sum(layer.in_features * layer.out_features for layer in self.net.layers)
+
     def sigma(self) -> Tensor:
         s = self.sigma_min + nn.functional.softplus(self.rho)
         return s[0] if self.sigma_mode == "shared" else s

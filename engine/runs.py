@@ -75,7 +75,7 @@ def save_run(result: RunResult, run_dir: str | Path) -> Path:
     d = Path(run_dir)
     d.mkdir(parents=True, exist_ok=True)
     run = {"config": result.config.to_dict(), "seed": result.seed, "device": result.device,
-           "versions": result.versions, "status": result.status, "message": result.message,
+           "versions": result.versions, "threads": result.threads, "status": result.status, "message": result.message,
            "steps_done": result.steps_done, "wall_time": result.wall_time,
            "n_train": len(result.train_idx), "n_validation": len(result.heldout_idx)}
     atomic_write_text(d / "run.json", dumps(run))

@@ -24,18 +24,21 @@ import numpy as np
 import torch
 
 from . import __version__
-from .config import RunConfig
+from .config import RunConfig, TrainingConfig
 from .estimators import SUMMARIES, Estimator, build_estimator
 from .evaluate import quick_loglik
 from .latents import procrustes_align
 from .networks import Decoder, Encoder, build_decoder
 from .simulate import Dataset
+from .threads import apply_threads
 
 ProgressFn = Callable[[dict[str, Any]], None]
 StopFn = Callable[[], bool]
 DISPLAY_POINTS = 500  # training points whose inferred latents are sent to the live plots
 MAX_PROGRESS_RATE = 20.0  # progress dicts per second at most: the curves redraw at 15 Hz
 SNAPSHOT_RATE = 5.0  # plot snapshots (learned manifold, inferred latents) per second at most
+MONITOR_POINTS = 512  # validation points (a fixed seeded subsample) that the periodic estimate scores
+EVAL_SHARE = 0.1  # the periodic estimate's share of the training time, at most (unless patience is on)
 
 
 @dataclass
@@ -56,6 +59,7 @@ class RunResult:
     steps_done: int
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    threads: int = 1  # torch intra-op threads it trained with
 
 
 def resolve_device(name: str) -> torch.device:
@@ -97,9 +101,23 @@ def manifold(model: Any, grid: np.ndarray) -> np.ndarray:
     return model.mean(torch.as_tensor(grid, dtype=dtype, device=device)).double().cpu().numpy()
 
 
-def cosine_factor(step: int, steps: int) -> float:
-    """Learning-rate factor of the cosine schedule: 1 at step 0, falling to 0.05 at the last step."""
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+def monitor_points(x_val: np.ndarray, seed: int) -> np.ndarray:
+    """The periodic estimate's points: all validation points, or a seeded subsample of MONITOR_POINTS."""
+    if len(x_val) <= MONITOR_POINTS:
+        return x_val
+    rows = np.random.default_rng(seed).choice(len(x_val), MONITOR_POINTS, replace=False)
+    return x_val[np.sort(rows)]
+
+
+def cosine_factor(fraction: float) -> float:
+    """Learning-rate factor of the cosine schedule at a fraction of the run done: 1 at 0, 0.05 at 1."""
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(max(fraction, 0.0), 1.0)))
+
+
+def run_fraction(step: int, steps: int, elapsed: float, time_limit: float | None) -> float:
+    """How much of the run is done: steps taken of `steps`, or seconds of `time_limit`, whichever is further."""
+    done = step / steps
+    return max(done, elapsed / time_limit) if time_limit is not None else done
 
 
 class FiniteGuard:
@@ -150,6 +168,7 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
     decoder = build_decoder(data.n, config.decoder, x_train.cpu()).to(device)
     gen = torch.Generator(device=device).manual_seed(tc.seed + 1)
     est = build_estimator(config.estimator, decoder, len(train_idx), gen).to(device)
+    threads = apply_threads(tc.threads, est.step_flops(min(tc.batch_size, len(train_idx))))
     params = est.trainable_parameters()
     opt = torch.optim.Adam(params, lr=tc.lr)
     guard = FiniteGuard(params)
@@ -171,9 +190,12 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
     best = (-math.inf, None, 0)  # (held-out, state, step)
     evals_since_best, status, message = 0, "done", ""
     heldout_now = float("nan")
+    x_monitor = monitor_points(x_val, tc.seed)
+    eval_time, eval_cost = 0.0, 0.0  # seconds spent on the periodic estimate; the last one's cost
     perm = torch.randperm(len(train_idx), generator=batch_gen)
     cursor, step, reported, last_report, last_snapshot = 0, 0, 0, -math.inf, -math.inf
     t0 = time.perf_counter()
+    fraction = 0.0
     for step in range(1, tc.steps + 1):
         if should_stop is not None and should_stop():
             status, message, step = "stopped", f"stopped by the user at step {step - 1}", step - 1
@@ -196,26 +218,31 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
         guard.keep()
         if tc.schedule == "cosine":
             for group in opt.param_groups:
-                group["lr"] = tc.lr * cosine_factor(step - 1, tc.steps)
+                group["lr"] = tc.lr * cosine_factor(fraction)
         opt.step()
+        now = time.perf_counter()
+        fraction = run_fraction(step, tc.steps, now - t0, tc.time_limit)
+        last = fraction >= 1.0
         row = {"step": step, "objective": obj.value, "sigma": decoder.sigma_mean(),
-               "lr": opt.param_groups[0]["lr"], "heldout": float("nan"), "time": time.perf_counter() - t0,
-               **obj.logs}
-        if step % tc.eval_every == 0 or step == tc.steps:
-            heldout_now = quick_loglik(decoder, x_val, seed=tc.seed)
+               "lr": opt.param_groups[0]["lr"], "heldout": float("nan"), "time": now - t0, **obj.logs}
+        # the periodic estimate: every eval_every steps while it has cost at most EVAL_SHARE of the time
+        # (always with patience, whose early stop needs every evaluation), and at the last step
+        due = step % tc.eval_every == 0 and (tc.patience > 0 or eval_time + eval_cost <= EVAL_SHARE * (now - t0))
+        if due or last:
+            heldout_now = quick_loglik(decoder, x_monitor, seed=tc.seed)
             row["heldout"] = heldout_now
+            eval_cost = time.perf_counter() - now
+            eval_time += eval_cost
             if heldout_now > best[0]:
                 best, evals_since_best = (heldout_now, copy.deepcopy(est.state_dict()), step), 0
             else:
                 evals_since_best += 1
         history.append(row)
-        now = time.perf_counter() if on_progress is not None else 0.0
-        last = step == tc.steps
         if (on_progress is not None and (step % tc.snapshot_every == 0 or last)
                 and (last or now - last_report >= 1.0 / MAX_PROGRESS_RATE)):
             snapshot = last or now - last_snapshot >= 1.0 / SNAPSHOT_RATE
-            info = _progress(step, tc.steps, history[reported:], heldout_now, decoder, setup if reported == 0 else None,
-                             t0)
+            info = _progress(step, tc, fraction, history[reported:], heldout_now, decoder,
+                             setup if reported == 0 else None, t0)
             if snapshot:
                 info.update(_snapshot(est, decoder, x_train[:shown], z_shown, grid))
                 last_snapshot = now
@@ -225,6 +252,10 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
             status = "early_stopped"
             message = f"early stop at step {step}: no held-out improvement in {tc.patience} evaluations"
             break
+        if last:
+            if step < tc.steps:
+                message = f"time limit of {tc.time_limit:g} s reached at step {step}"
+            break
     if status == "early_stopped" and best[1] is not None:
         est.load_state_dict(best[1])
         message += f"; restored the best state (step {best[2]})"
@@ -232,20 +263,21 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
     return RunResult(config=config, decoder=decoder, encoder=getattr(est, "encoder", None), history=history,
                      status=status, message=message or f"finished {step} steps", device=str(device),
                      seed=tc.seed, train_idx=train_idx, heldout_idx=val_idx if test is None else np.arange(0),
-                     wall_time=wall, steps_done=step, versions=versions())
+                     wall_time=wall, steps_done=step, versions=versions(), threads=threads)
 
 
 def versions() -> dict[str, str]:
     return {"nlica_lab": __version__, "torch": torch.__version__, "numpy": np.__version__}
 
 
-def _progress(step: int, steps: int, rows: list[dict[str, float]], heldout: float, decoder: Decoder,
-              setup: dict | None, t0: float) -> dict[str, Any]:
-    """The progress dict's numbers: step, objective, held-out estimate, sigma, speed, the history rows since the
-    previous one, and (the first time) the fixed plot setup."""
+def _progress(step: int, tc: TrainingConfig, fraction: float, rows: list[dict[str, float]], heldout: float,
+              decoder: Decoder, setup: dict | None, t0: float) -> dict[str, Any]:
+    """The progress dict's numbers: step, fraction of the run done (steps or time), objective, held-out
+    estimate, sigma, speed, the history rows since the previous one, and (the first time) the fixed plot setup."""
     elapsed = time.perf_counter() - t0
     return {
-        "step": step, "steps": steps, "objective": rows[-1]["objective"], "heldout": heldout,
+        "step": step, "steps": tc.steps, "fraction": min(fraction, 1.0), "time_limit": tc.time_limit,
+        "objective": rows[-1]["objective"], "heldout": heldout,
         "sigma": decoder.sigma().detach().cpu().reshape(-1).numpy().copy(),
         "sigma_at_floor": decoder.at_floor(), "elapsed": elapsed, "steps_per_sec": step / max(elapsed, 1e-9),
         "setup": setup, "history_rows": [dict(r) for r in rows],

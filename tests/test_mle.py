@@ -580,7 +580,7 @@ def test_history_records_the_learning_rate_of_each_step_and_sigma():
                   schedule="cosine")
     result = train(cfg, simulate(sim))
     lrs = [row["lr"] for row in result.history]
-    assert lrs == pytest.approx([0.01 * trainer.cosine_factor(s - 1, 40) for s in range(1, 41)])
+    assert lrs == pytest.approx([0.01 * trainer.cosine_factor((s - 1) / 40) for s in range(1, 41)])
     assert lrs[0] == pytest.approx(0.01) and lrs[-1] < 0.1 * 0.01 + 0.01 * 0.05
     assert result.history[-1]["sigma"] == pytest.approx(float(result.decoder.sigma().detach().mean()), rel=1e-6)
 

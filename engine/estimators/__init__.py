@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config import EstimatorConfig
+from ..config import EstimatorConfig, resolved_nodes
 from ..networks import Decoder
 from .base import Estimator, Objective
 from .importance import ImportanceSamplingMLE
@@ -32,9 +32,9 @@ SUMMARIES = {
 def build_estimator(cfg: EstimatorConfig, decoder: Decoder, n_train: int, gen: torch.Generator) -> Estimator:
     """The estimator named in the config, bound to the decoder and the training-set size."""
     if cfg.name == "mle-quadrature":
-        return GaussHermiteMLE(decoder, n_train, cfg.nodes)
+        return GaussHermiteMLE(decoder, n_train, resolved_nodes(cfg, decoder.m))
     if cfg.name == "mle-adaptive":
-        return AdaptiveGaussHermiteMLE(decoder, n_train, cfg.nodes)
+        return AdaptiveGaussHermiteMLE(decoder, n_train, resolved_nodes(cfg, decoder.m))
     if cfg.name == "mle-importance":
         return ImportanceSamplingMLE(decoder, n_train, cfg.samples, cfg.proposal, gen)
     if cfg.name == "mle-mcem":

@@ -36,6 +36,14 @@ class Estimator(nn.Module):
         """x: (B, n) a minibatch, idx: (B,) its rows in the training set."""
         raise NotImplementedError
 
+    def decoder_rows(self, batch: int) -> int:
+        """Rows a step passes through the networks, forward and backward (for the thread policy)."""
+        return batch
+
+    def step_flops(self, batch: int) -> float:
+        """Multiply-adds of a step, about: forward and backward cost three times the forward's."""
+        return 3.0 * self.decoder_rows(batch) * self.decoder.macs_per_row()
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The decoder's parameters (and the encoder's, for a VAE)."""
         return [p for p in self.decoder.parameters() if p.requires_grad]
