@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from .config import ACTIVATIONS, ESTIMATORS, MIXINGS, SIGMOID_KINDS, ConfigError, RunConfig, SimulationConfig
-from .evaluate import heldout_loglik, sigma_report
+from .evaluate import ScoringStopped, heldout_loglik, sigma_report
 from .presets import list_presets, load_preset
 from .runs import RunFileError, dumps, fit, load_run, save_run
 from .simulate import Dataset, simulate
@@ -152,7 +152,21 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         if model.n != data.n:
             raise UsageError(f"--data: {a.data} has n = {data.n} columns but the run's decoder has n = "
                              f"{model.n}; score it on data of the same dimension")
-    est = heldout_loglik(model, data.x, samples=a.samples, seed=a.seed)
+    from tqdm import tqdm
+
+    stop = _CtrlC()
+    with tqdm(total=100, desc="scoring", unit="%", file=sys.stderr, dynamic_ncols=True) as bar:
+        def progress(fraction: float) -> None:
+            bar.n = round(100 * fraction)
+            bar.refresh()
+
+        try:
+            est = heldout_loglik(model, data.x, samples=a.samples, seed=a.seed, on_progress=progress,
+                                 should_stop=stop.pending.is_set)
+        except ScoringStopped:
+            print(f"nlica-lab evaluate: stopped by the user after {bar.n} % of the points; nothing written",
+                  file=sys.stderr)
+            return 130
     out = {**est.to_json(), **sigma_report(model)}
     print(dumps(out))
     return 0
@@ -212,26 +226,38 @@ class _Progress:
             self.bar.close()
 
 
-def _stop_on_ctrl_c() -> threading.Event:
-    """Ctrl-C asks the run to stop at the next step (it keeps what it has and is still saved)."""
-    stop = threading.Event()
+class _CtrlC:
+    """Ctrl-C stops the phase it arrives in: the training (the run is still scored and saved), or the scoring
+    (the run is saved unscored, for `evaluate --run`); Ctrl-C again while a stop is pending aborts."""
 
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
+    def __init__(self) -> None:
+        self.pending = threading.Event()
+        self.requested = False  # any stop so far (compare trains no further estimator)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.pending.is_set():
             raise KeyboardInterrupt
-        stop.set()
-        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+        self.pending.set()
+        self.requested = True
+        print("\nstopping (Ctrl-C again to abort)...", file=sys.stderr)
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handler)
-    return stop
+    def phase_ended(self) -> None:
+        """A stop answered by the training is spent: the next Ctrl-C stops the scoring."""
+        self.pending.clear()
 
 
-def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, out: Path, quiet: bool,
-             stop: threading.Event):
+def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, out: Path, quiet: bool, stop: _CtrlC):
     bar = _Progress(cfg.training.steps, cfg.training.time_limit, cfg.estimator.name, quiet)
+
+    def progress(p: dict[str, Any]) -> None:
+        if p.get("phase") == "evaluating" and p["fraction"] == 0.0:
+            stop.phase_ended()
+        bar(p)
+
     try:
-        result = fit(cfg, data, test, bar, stop.is_set)
+        result = fit(cfg, data, test, progress, stop.pending.is_set)
     finally:
         bar.close()
     save_run(result, out)
@@ -248,7 +274,7 @@ def cmd_fit(a: argparse.Namespace) -> int:
     test = _load(a.test) if a.test else None
     _check_test(data, test, a.test)
     cfg = _run_config(a, data, a.estimator)
-    result = _fit_one(cfg, data, test, Path(a.out), a.quiet, _stop_on_ctrl_c())
+    result = _fit_one(cfg, data, test, Path(a.out), a.quiet, _CtrlC())
     print(dumps({"out": a.out, "status": result.status, "message": result.message, **result.metrics}))
     return 0 if result.status != "failed" else 1
 
@@ -295,10 +321,10 @@ def cmd_compare(a: argparse.Namespace) -> int:
     _check_test(data, test, a.test)
     configs = [_run_config(a, data, name) for name in names]  # all validated before any training
     out = Path(a.out)
-    stop = _stop_on_ctrl_c()
+    stop = _CtrlC()
     rows = []
     for name, cfg in zip(names, configs, strict=True):
-        if stop.is_set():
+        if stop.requested:
             break
         result = _fit_one(cfg, data, test, out / name, a.quiet, stop)
         rows.append(compare_row(name, result.metrics))

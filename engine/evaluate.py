@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +25,12 @@ from .latents import mean_corr_coef, procrustes_r2
 from .likelihood.diagnostics import KHAT_WARN, effective_sample_size, pareto_khat
 from .likelihood.importance import DEFENSIVE_WEIGHT, GaussianProposal, log_mean_exp, log_weights
 from .likelihood.laplace import laplace
-from .likelihood.quadrature import log_marginal_dense, posterior_mean_dense, uniform_grid
+from .likelihood.quadrature import log_lik_matrix, log_marginal_dense, uniform_grid
 from .model import LatentGaussianModel, log_joint
 
+CHUNK_POINTS = 256  # points scored between two progress reports and stop checks
+SCORE_POINTS = 20_000  # larger held-out sets are scored on a seeded random subsample of this size
+GRID_CACHE_BYTES = 2**28  # g(grid) kept across chunks up to this size
 QUADRATURE_START = {1: 256, 2: 64, 3: 32}
 QUADRATURE_CAP = {1: 65536, 2: 512, 3: 64}
 MIN_IS_SAMPLES = 1000
@@ -68,19 +72,49 @@ def _summary(per_point: np.ndarray) -> tuple[float, float]:
     return float(per_point.mean()), se
 
 
+class ScoringStopped(Exception):
+    """The user asked scoring to stop (between two chunks of points)."""
+
+
+ProgressFraction = Callable[[float], None]
+StopFn = Callable[[], bool]
+
+
+class GridMeans:
+    """The dense rule's grids and g(grid) by node count, computed once for all chunks of points (when
+    g(grid) takes at most GRID_CACHE_BYTES)."""
+
+    def __init__(self, model: LatentGaussianModel, device: torch.device):
+        self.model, self.device, self.cache = model, device, {}
+
+    def __call__(self, nodes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if nodes in self.cache:
+            return self.cache[nodes]
+        u, lw = uniform_grid(self.model.m, nodes, device=self.device)
+        out = (u, lw, self.model.mean(u))  # (G, m), (G,), (G, n)
+        if out[2].numel() * 8 <= GRID_CACHE_BYTES:
+            self.cache[nodes] = out
+        return out
+
+
 @torch.no_grad()
 def dense_quadrature(model: LatentGaussianModel, x: torch.Tensor, tol: float = 1e-4,
-                     start: int | None = None, cap: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                     start: int | None = None, cap: int | None = None,
+                     grids: GridMeans | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-point log p(x) by the dense trapezoidal rule, nodes per dimension doubled until
     mean_i |log p_k(x_i) - log p_{k-1}(x_i)| < tol. Returns the values and {nodes, converged, change}."""
     m = model.m
     nodes = start or QUADRATURE_START[m]
     cap = cap or QUADRATURE_CAP[m]
+    grids = grids or GridMeans(model, x.device)
+    sigma = model.sigma()
     prev = None
     change = float("inf")
     while True:
-        u, lw = uniform_grid(m, nodes, device=x.device)
-        cur = log_marginal_dense(model, x, u, lw).cpu().numpy()
+        u, lw, mean = grids(nodes)
+        rows = max(1, 2**24 // u.shape[0])
+        cur = torch.cat([torch.logsumexp(log_lik_matrix(xb, mean, sigma) + lw, dim=-1)
+                         for xb in x.split(rows)]).cpu().numpy()
         if prev is not None:
             change = float(np.mean(np.abs(cur - prev)))
             if change < tol:
@@ -137,47 +171,110 @@ def importance_sampling(model: LatentGaussianModel, x: torch.Tensor, samples: in
     return per_point, details, warnings
 
 
+def scored_rows(N: int, seed: int) -> np.ndarray | None:
+    """Rows scored of N held-out points: all (None) up to SCORE_POINTS, else a seeded random subsample."""
+    if N <= SCORE_POINTS:
+        return None
+    return np.sort(np.random.default_rng(seed + 104729).choice(N, SCORE_POINTS, replace=False))
+
+
 def heldout_loglik(model: LatentGaussianModel, x: np.ndarray | torch.Tensor, *, method: str = "auto",
-                   samples: int = 2000, seed: int = 0, tol: float = 1e-4) -> LoglikEstimate:
+                   samples: int = 2000, seed: int = 0, tol: float = 1e-4,
+                   on_progress: ProgressFraction | None = None, should_stop: StopFn | None = None) -> LoglikEstimate:
     """Average log p(x) over the rows of x (nats per point) with its standard error.
 
     method: "auto" (quadrature for m <= 2, else importance), "quadrature" (m <= 3) or "importance".
+    Points are scored in chunks of CHUNK_POINTS (each its own quadrature convergence, or importance sampling
+    where the quadrature has not converged at its node cap); more than SCORE_POINTS points are scored on a
+    seeded random subsample (`scored_rows`), and the standard error is that of the subsample's mean.
+    `on_progress(fraction)` after each chunk; `should_stop()` before each: True raises ScoringStopped.
     """
     model = as_float64(model)
     device = _device_of(model)
-    xt = torch.as_tensor(np.asarray(x), dtype=torch.float64, device=device)
+    x = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x)
+    n_total = len(x)
+    rows = scored_rows(n_total, seed)
+    if rows is not None:
+        x = x[rows]
     if method == "auto":
         method = "quadrature" if model.m <= 2 else "importance"
     if method == "quadrature" and model.m > 3:
         raise ValueError(f"method: quadrature needs m <= 3 (m = {model.m}); use importance")
-    warnings: list[str] = []
-    if method == "quadrature":
-        per_point, details = dense_quadrature(model, xt, tol)
-        if details["converged"]:
-            mean, se = _summary(per_point)
-            return LoglikEstimate(mean, se, per_point, "quadrature", details)
-        warnings.append(f"dense quadrature had not converged at {details['nodes']} nodes per dimension "
-                        f"(last change {details['last_change']:.2e} nats); importance sampling used")
-    per_point, details, is_warn = importance_sampling(model, xt, max(samples, MIN_IS_SAMPLES), seed)
+    K = max(samples, MIN_IS_SAMPLES)
+    grids = GridMeans(model, device) if method == "quadrature" else None
+    values, quad, imp, warnings = [], [], [], []
+    chunks = range(0, len(x), CHUNK_POINTS)
+    for k, i in enumerate(chunks):
+        if should_stop is not None and should_stop():
+            raise ScoringStopped
+        xt = torch.as_tensor(x[i: i + CHUNK_POINTS], dtype=torch.float64, device=device)
+        if grids is not None:
+            vals, det = dense_quadrature(model, xt, tol, grids=grids)
+            quad.append(det)
+            if not det["converged"]:
+                vals, det, _ = importance_sampling(model, xt, K, seed + k)
+                imp.append((len(xt), det))
+        else:
+            vals, det, _ = importance_sampling(model, xt, K, seed + k)
+            imp.append((len(xt), det))
+        values.append(vals)
+        if on_progress is not None:
+            on_progress((k + 1) / len(chunks))
+    per_point = np.concatenate(values)
     mean, se = _summary(per_point)
-    return LoglikEstimate(mean, se, per_point, "importance", details, warnings + is_warn)
+    details: dict[str, Any] = {"n_points_total": n_total, "subsampled": rows is not None}
+    if quad:
+        details.update({"nodes": max(d["nodes"] for d in quad), "grid_points": max(d["grid_points"] for d in quad),
+                        "converged": all(d["converged"] for d in quad),
+                        "last_change": max(d["last_change"] for d in quad)})
+        if not details["converged"]:
+            warnings.append(f"dense quadrature had not converged at {details['nodes']} nodes per dimension "
+                            f"for {sum(p for p, _ in imp)} points; importance sampling used for them")
+    if imp:
+        ess = [d["ess_min"] for _, d in imp]
+        khat = [d["khat_max"] for _, d in imp if d["khat_max"] is not None]
+        bad = sum(p * d["khat_share_above_0.7"] for p, d in imp) / sum(p for p, _ in imp)
+        details.update({"samples": K, "importance_points": sum(p for p, _ in imp), "ess_min": min(ess),
+                        "ess_median": float(np.median([d["ess_median"] for _, d in imp])),
+                        "khat_max": max(khat) if khat else None, "khat_share_above_0.7": bad})
+        if bad > 0:
+            warnings.append(f"importance sampling: Pareto k-hat > {KHAT_WARN} for {100 * bad:.1f}% of points; "
+                            "their estimates cannot be trusted (raise K or improve the proposal)")
+    if rows is not None:
+        warnings.append(f"scored on a seeded random subsample of {len(x)} of the {n_total} points; the "
+                        "standard error is the subsample's")
+    used = "importance" if not quad or len(imp) == len(quad) else ("quadrature" if not imp else "mixed")
+    return LoglikEstimate(mean, se, per_point, used, details, warnings)
 
 
 @torch.no_grad()
 def posterior_means(model: LatentGaussianModel, x: np.ndarray | torch.Tensor, *, samples: int = 1000,
-                    seed: int = 0) -> np.ndarray:
-    """E[z | x] under the model, per row: dense quadrature for m <= 2, self-normalised IS otherwise."""
+                    seed: int = 0, on_progress: ProgressFraction | None = None,
+                    should_stop: StopFn | None = None) -> np.ndarray:
+    """E[z | x] under the model, per row: the dense grid's posterior weights for m <= 2,
+    sum_g softmax_g(log w_g + log p(x | u_g)) u_g, else self-normalised IS. Chunked like heldout_loglik."""
     model = as_float64(model)
     device = _device_of(model)
-    xt = torch.as_tensor(np.asarray(x), dtype=torch.float64, device=device)
-    if model.m <= 2:
-        u, lw = uniform_grid(model.m, {1: 4096, 2: 256}[model.m], device=device)
-        return posterior_mean_dense(model, xt, u, lw).cpu().numpy()
-    prop = laplace_proposal(model, xt, seed)
+    x = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x)
+    grid = GridMeans(model, device)({1: 4096, 2: 256}[model.m]) if model.m <= 2 else None
     gen = torch.Generator(device=device).manual_seed(seed)
-    z = prop.sample(samples, gen)  # (B, K, m)
-    lw = log_joint(model, xt, z) - prop.log_prob(z)
-    return (torch.softmax(lw, -1).unsqueeze(-1) * z).sum(1).cpu().numpy()
+    out = []
+    chunks = range(0, len(x), CHUNK_POINTS)
+    for k, i in enumerate(chunks):
+        if should_stop is not None and should_stop():
+            raise ScoringStopped
+        xt = torch.as_tensor(x[i: i + CHUNK_POINTS], dtype=torch.float64, device=device)
+        if grid is not None:
+            u, lw, mean = grid
+            out.append(torch.softmax(log_lik_matrix(xt, mean, model.sigma()) + lw, dim=-1) @ u)
+        else:
+            prop = laplace_proposal(model, xt, seed)
+            z = prop.sample(samples, gen)  # (b, K, m)
+            lw = log_joint(model, xt, z) - prop.log_prob(z)
+            out.append((torch.softmax(lw, -1).unsqueeze(-1) * z).sum(1))
+        if on_progress is not None:
+            on_progress((k + 1) / len(chunks))
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, model.m))
 
 
 def quick_loglik(model: LatentGaussianModel, x: np.ndarray | torch.Tensor, seed: int = 0) -> float:

@@ -15,7 +15,18 @@ import numpy as np
 import torch
 
 from .estimators.vae import elbo, iwae_bound
-from .evaluate import as_float64, heldout_loglik, latent_scores, posterior_means, sigma_report
+from .evaluate import (
+    CHUNK_POINTS,
+    ProgressFraction,
+    ScoringStopped,
+    StopFn,
+    as_float64,
+    heldout_loglik,
+    latent_scores,
+    posterior_means,
+    scored_rows,
+    sigma_report,
+)
 from .ppca import gaussian_loglik, ppca_mle
 from .simulate import Dataset
 from .trainer import RunResult
@@ -27,15 +38,21 @@ def _paired_se(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def vae_bounds(result: RunResult, x: np.ndarray, K: int, seed: int) -> dict[str, float]:
+def vae_bounds(result: RunResult, x: np.ndarray, K: int, seed: int,
+               should_stop: StopFn | None = None) -> dict[str, float]:
     """Held-out ELBO (16 draws per point, averaged) and IWAE_K of a fitted VAE."""
     dec, enc = as_float64(result.decoder), as_float64(result.encoder)
     device = next(dec.parameters()).device
     xt = torch.as_tensor(x, dtype=torch.float64, device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
-    e = torch.cat([elbo(dec, enc, xb, gen, draws=16) for xb in xt.split(512)])
-    w = torch.cat([iwae_bound(dec, enc, xb, K, gen) for xb in xt.split(max(1, 2**20 // (K * dec.n)))])
-    return {"heldout_elbo": float(e.mean()), f"heldout_iwae_{K}": float(w.mean()), "iwae_k": K}
+    e, w = [], []
+    for xb in xt.split(CHUNK_POINTS):
+        if should_stop is not None and should_stop():
+            raise ScoringStopped
+        e.append(elbo(dec, enc, xb, gen, draws=16))
+        w += [iwae_bound(dec, enc, xk, K, gen) for xk in xb.split(max(1, 2**20 // (K * dec.n)))]
+    return {"heldout_elbo": float(torch.cat(e).mean()), f"heldout_iwae_{K}": float(torch.cat(w).mean()),
+            "iwae_k": K}
 
 
 def overfitting_warning(history: list[dict[str, float]]) -> str | None:
@@ -53,17 +70,22 @@ def overfitting_warning(history: list[dict[str, float]]) -> str | None:
     return None
 
 
-def score_run(result: RunResult, data: Dataset, test: Dataset | None = None) -> dict[str, Any]:
-    """Metrics of a fitted run on its held-out points (the test set if given, else its validation split)."""
+def score_run(result: RunResult, data: Dataset, test: Dataset | None = None,
+              on_progress: ProgressFraction | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
+    """Metrics of a fitted run on its held-out points (the test set if given, else its validation split; above
+    SCORE_POINTS a seeded subsample of them, the same for every metric). `on_progress(fraction)` as the
+    scoring goes; `should_stop()` between chunks ends it early with the metrics that need no scoring and
+    `scoring_stopped` set (`evaluate --run` scores the saved run later)."""
     held = test if test is not None else data.subset(result.heldout_idx)
+    rows = scored_rows(len(held), result.seed)
+    n_heldout = len(held)
+    if rows is not None:
+        held = held.subset(rows)
     seed = result.seed
-    fit = heldout_loglik(result.decoder, held.x, seed=seed)
     out: dict[str, Any] = {
-        "heldout_loglik": fit.mean, "heldout_loglik_se": fit.se, "n_heldout": len(held),
-        "heldout_method": fit.method, "heldout_details": fit.details, "warnings": list(fit.warnings),
-        **sigma_report(result.decoder), "sigma_min": result.decoder.sigma_min,
+        "n_heldout": n_heldout, **sigma_report(result.decoder), "sigma_min": result.decoder.sigma_min,
         "sigma_at_floor": result.decoder.at_floor(), "estimator": result.config.estimator.name,
-        "status": result.status, "steps": result.steps_done, "wall_time": result.wall_time,
+        "status": result.status, "steps": result.steps_done, "wall_time": result.wall_time, "warnings": [],
     }
     if test is None and np.array_equal(result.heldout_idx, result.train_idx):
         out["warnings"].append("no held-out points (val_fraction = 0 and no test set): scored on the training "
@@ -76,20 +98,40 @@ def score_run(result: RunResult, data: Dataset, test: Dataset | None = None) -> 
                                "likelihood is being driven towards its degenerate supremum")
     if not out["sigma_identified"]:
         out["warnings"].append(out["sigma_note"])
-    truth = held.truth
-    if truth is not None:
-        tru = heldout_loglik(truth, held.x, seed=seed)
-        out["true_heldout_loglik"] = tru.mean
-        out["true_heldout_loglik_se"] = tru.se
-        out["gap_to_truth"] = tru.mean - fit.mean
-        out["gap_to_truth_se"] = _paired_se(tru.per_point, fit.per_point)
-        out["true_sigma"] = truth.noise_sigma if truth.sigma_identified else None
-    if held.z is not None and held.z.shape[1] >= 1:
-        z_hat = posterior_means(result.decoder, held.x, seed=seed)
-        out.update(latent_scores(held.z, z_hat))
-    if result.encoder is not None:
-        K = result.config.estimator.samples if result.config.estimator.name == "iwae" else 64
-        out.update(vae_bounds(result, held.x, max(K, 2), seed))
+    parts = ["fit"] + (["truth"] if held.truth is not None else []) + (["latents"] if held.z is not None else [])
+    parts += ["vae"] if result.encoder is not None else []
+
+    def progress(part: str) -> ProgressFraction | None:
+        if on_progress is None:
+            return None
+        k = parts.index(part)
+        return lambda f: on_progress((k + f) / len(parts))
+
+    try:
+        fit = heldout_loglik(result.decoder, held.x, seed=seed, on_progress=progress("fit"), should_stop=should_stop)
+        out.update({"heldout_loglik": fit.mean, "heldout_loglik_se": fit.se, "n_scored": len(held),
+                    "heldout_method": fit.method, "heldout_details": fit.details})
+        out["warnings"] += fit.warnings
+        truth = held.truth
+        if truth is not None:
+            tru = heldout_loglik(truth, held.x, seed=seed, on_progress=progress("truth"), should_stop=should_stop)
+            out["true_heldout_loglik"] = tru.mean
+            out["true_heldout_loglik_se"] = tru.se
+            out["gap_to_truth"] = tru.mean - fit.mean
+            out["gap_to_truth_se"] = _paired_se(tru.per_point, fit.per_point)
+            out["true_sigma"] = truth.noise_sigma if truth.sigma_identified else None
+        if held.z is not None:
+            z_hat = posterior_means(result.decoder, held.x, seed=seed, on_progress=progress("latents"),
+                                    should_stop=should_stop)
+            out.update(latent_scores(held.z, z_hat))
+        if result.encoder is not None:
+            K = result.config.estimator.samples if result.config.estimator.name == "iwae" else 64
+            out.update(vae_bounds(result, held.x, max(K, 2), seed, should_stop))
+    except ScoringStopped:
+        out["scoring_stopped"] = True
+        out["warnings"].append("scoring stopped by the user: the metrics that need it are missing; "
+                               "`evaluate --run RUN_DIR` scores the saved run")
+        return out
     m = result.decoder.m
     if m < data.n:
         pp = ppca_mle(data.x[result.train_idx], m)

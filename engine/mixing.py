@@ -34,6 +34,18 @@ def activation_fn(name: str):
     }[name]
 
 
+def activation_derivative(name: str):
+    """d act(u) / du as a function of the pre-activation u and the output a = act(u)."""
+    return {
+        "tanh": lambda u, a: 1.0 - a * a,
+        "relu": lambda u, a: (u > 0).to(u.dtype),
+        "leaky_relu": lambda u, a: torch.where(u > 0, 1.0, 0.2).to(u.dtype),
+        "elu": lambda u, a: torch.where(u > 0, 1.0, a + 1.0).to(u.dtype),
+        "softplus": lambda u, a: torch.sigmoid(u),
+        "sigmoid": lambda u, a: a * (1.0 - a),
+    }[name]
+
+
 @dataclass
 class Mixing:
     """f as a family name, its options (JSON) and its parameters (arrays)."""

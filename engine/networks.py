@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import DecoderConfig
-from .mixing import activation_fn
+from .mixing import activation_derivative, activation_fn
 
 
 def _softplus_inv(y: float) -> float:
@@ -29,6 +29,7 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         self.activation = activation
         self._act = activation_fn(activation)
+        self._act_grad = activation_derivative(activation)
 
     def forward(self, h: Tensor) -> Tensor:
         for i, layer in enumerate(self.layers):
@@ -36,6 +37,20 @@ class MLP(nn.Module):
             if i < len(self.layers) - 1:
                 h = self._act(h)
         return h
+
+    def forward_and_jacobian(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """The output and its Jacobian in one pass (forward mode by the chain rule, layer by layer):
+        h (B, d_in) -> out (B, d_out), J (B, d_out, d_in)."""
+        t = torch.eye(h.shape[-1], dtype=h.dtype, device=h.device).expand(h.shape[0], -1, -1)  # (B, d_in, d)
+        for i, layer in enumerate(self.layers):
+            u = layer(h)
+            t = t @ layer.weight.T  # (B, d_in, width)
+            if i < len(self.layers) - 1:
+                h = self._act(u)
+                t = t * self._act_grad(u, h).unsqueeze(1)
+            else:
+                h = u
+        return h, t.transpose(1, 2)
 
 
 class Decoder(nn.Module):
@@ -59,6 +74,10 @@ class Decoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)
+
+    def mean_and_jacobian(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """g_theta(z) and dg/dz in one pass: z (B, m) -> (B, n), (B, n, m)."""
+        return self.net.forward_and_jacobian(z)
 
     def macs_per_row(self) -> int:
         """Multiply-adds of g_theta for one latent point."""

@@ -41,11 +41,21 @@ class RunFileError(ValueError):
 
 def fit(config: RunConfig, data: Dataset, test: Dataset | None = None, on_progress: ProgressFn | None = None,
         should_stop: StopFn | None = None) -> RunResult:
-    """Train, then score on the held-out points (what the CLI and the GUI worker both call)."""
+    """Train, then score on the held-out points (what the CLI and the GUI worker both call).
+
+    `should_stop` ends the training; a stop request made after the training has ended (after the
+    {"phase": "evaluating", "fraction": 0.0} report) ends the scoring, and the run comes back unscored."""
     result = train(config, data, test, on_progress, should_stop)
+    report = None
     if on_progress is not None:
-        on_progress({"phase": "evaluating", "step": result.steps_done, "steps": config.training.steps})
-    result.metrics = score_run(result, data, test)
+        def report(fraction: float) -> None:
+            on_progress({"phase": "evaluating", "step": result.steps_done, "steps": config.training.steps,
+                         "fraction": fraction})
+
+        report(0.0)  # the caller may forget a stop that ended the training: the next one ends the scoring
+    if should_stop is not None and should_stop():
+        should_stop = None  # still the stop that ended the training: it does not stop the scoring
+    result.metrics = score_run(result, data, test, report, should_stop)
     return result
 
 

@@ -516,7 +516,7 @@ BAD_VALUES: list[tuple[str, str, list[Any], str]] = [
     ("decoder", "sigma_init", [0, -1, 1001, NAN, INF, True, "1"], "number in (0, 1000]"),
     ("decoder", "sigma_min", [-0.1, 1001, NAN, INF, True, "0"], "number in [0, 1000]"),
     ("estimator", "name", ["mle", "VAE", None, 1], "expected one of mle-quadrature, mle-adaptive"),
-    ("estimator", "nodes", [0, 1, 201, *INT_BAD], "integer from 2 to 200"),
+    ("estimator", "nodes", [0, 1, 201, *(v for v in INT_BAD if v is not None)], "integer from 2 to 200"),
     ("estimator", "samples", [0, 100_001, *INT_BAD], "integer from 1 to 100000"),
     ("estimator", "proposal", ["posterior", None], "expected one of prior, laplace"),
     ("estimator", "sampler", ["nuts", None], "expected one of langevin, hmc"),
@@ -536,6 +536,8 @@ BAD_VALUES: list[tuple[str, str, list[Any], str]] = [
     ("training", "eval_every", [0, *INT_BAD], "integer from 1 to 10000000"),
     ("training", "patience", [-1, 100_001, *INT_BAD], "integer from 0 to 100000"),
     ("training", "snapshot_every", [0, *INT_BAD], "integer from 1 to 10000000"),
+    ("training", "time_limit", [0, -1, 1e7 + 1, *(v for v in REAL_BAD if v is not None)], "number in (0, 1e+07]"),
+    ("training", "threads", [-1, 1025, *INT_BAD], "integer from 0 to 1024"),
     ("training", "device", ["tpu", "CUDA", None], "expected one of auto, cpu, cuda"),
     ("training", "seed", [-1, 2**63, *INT_BAD], "integer from 0 to 9223372036854775807"),
 ]

@@ -38,6 +38,10 @@ class MonteCarloEM(Estimator):
         self.register_buffer("visits", torch.zeros(n_train))  # transitions made by each chain
         self.adapt_rate = 0.2
 
+    def decoder_rows(self, batch: int) -> int:
+        per_transition = 2 if self.sampler == "langevin" else self.leapfrog_steps + 1
+        return batch * (self.mcmc_steps * per_transition + 1)
+
     def _log_target_and_grad(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         """log p(x, z) and its z-gradient, theta held fixed: (B, m) -> (B,), (B, m)."""
         with torch.enable_grad():

@@ -9,31 +9,73 @@ approximation used to centre the adaptive quadrature and as the importance propo
 from __future__ import annotations
 
 import torch
-import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
-from ..model import LatentGaussianModel, log_joint
+from ..model import LatentGaussianModel, log_joint, log_likelihood, log_prior
 from .quadrature import hermite_grid
+
+RESTART_EVERY = 8  # visits between a training point's global searches among the candidate starts
+FIRST_VISIT_STEPS = 4  # Gauss-Newton steps on a point's first visit (later visits: one)
+
+
+def mean_and_jacobian(model: LatentGaussianModel, z: Tensor) -> tuple[Tensor, Tensor]:
+    """g(z) and dg/dz: z (B, m) -> (B, n), (B, n, m).
+
+    Models that propagate their Jacobian in their forward pass (the MLP decoder) do so; for any other model
+    (the simulator's f) the vector-Jacobian product u^T J is formed with u as a variable, and column i is
+    J e_i = d/du (u^T J e_i): one forward and m + 1 backward passes, no forward-mode AD."""
+    if hasattr(model, "mean_and_jacobian"):
+        return model.mean_and_jacobian(z)
+    with torch.enable_grad():
+        zg = z.detach().requires_grad_(True)
+        g = model.mean(zg)  # (B, n)
+        u = torch.zeros_like(g, requires_grad=True)
+        (vjp,) = torch.autograd.grad(g, zg, u, create_graph=True)  # (B, m) = u^T J, linear in u
+        cols = [torch.autograd.grad(vjp[:, i].sum(), u, retain_graph=i < z.shape[-1] - 1)[0]
+                for i in range(z.shape[-1])]  # each (B, n) = J e_i
+    return g.detach(), torch.stack(cols, -1)
 
 
 def jacobian(model: LatentGaussianModel, z: Tensor) -> Tensor:
-    """dg/dz at each point: z (B, m) -> (B, n, m), by forward-mode AD (one batched pass of B*m rows)."""
-    B, m = z.shape
-    rows = z.unsqueeze(1).expand(B, m, m).reshape(B * m, m)
-    tangents = torch.eye(m, dtype=z.dtype, device=z.device).expand(B, m, m).reshape(B * m, m)
-    with fwAD.dual_level():
-        out = model.mean(fwAD.make_dual(rows, tangents))
-        J = fwAD.unpack_dual(out).tangent  # (B*m, n)
-    return J.reshape(B, m, -1).transpose(1, 2)
+    """dg/dz at each point: z (B, m) -> (B, n, m)."""
+    return mean_and_jacobian(model, z)[1]
 
 
-def gauss_newton_precision(model: LatentGaussianModel, z: Tensor) -> Tensor:
-    """H = J^T S^-1 J + I at z: (B, m) -> (B, m, m)."""
-    J = jacobian(model, z)
+def _sigma_vector(model: LatentGaussianModel, n: int) -> Tensor:
     s = model.sigma()
-    s = s.expand(J.shape[1]) if s.dim() == 0 else s
-    Js = J / s.view(1, -1, 1)
-    return Js.transpose(1, 2) @ Js + torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
+    return s.expand(n) if s.dim() == 0 else s
+
+
+def gauss_newton_precision(J: Tensor, sigma: Tensor) -> Tensor:
+    """H = J^T S^-1 J + I: J (B, n, m), sigma (n,) -> (B, m, m). The one place it is computed."""
+    Js = J / sigma.view(1, -1, 1)
+    return Js.transpose(1, 2) @ Js + torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
+
+
+def covariance_cholesky(H: Tensor) -> Tensor:
+    """Lower Cholesky factor of H^-1: (B, m, m) -> (B, m, m)."""
+    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)))
+
+
+@torch.no_grad()
+def gauss_newton_step(model: LatentGaussianModel, x: Tensor, z: Tensor,
+                      halvings: int = 6) -> tuple[Tensor, Tensor]:
+    """One damped Gauss-Newton step of log p(x, z) from z, halved (at most `halvings` times) where the
+    full step would lower it: x (B, n), z (B, m) -> the new z (B, m) and the precision H (B, m, m) at z."""
+    g, J = mean_and_jacobian(model, z)  # (B, n), (B, n, m)
+    s = _sigma_vector(model, x.shape[-1])
+    f = log_likelihood(x, g, model.sigma()) + log_prior(z)  # (B,)
+    grad = (J.transpose(1, 2) @ ((x - g) / s.pow(2)).unsqueeze(-1)).squeeze(-1) - z  # (B, m)
+    H = gauss_newton_precision(J, s)
+    step = torch.linalg.solve(H, grad.unsqueeze(-1)).squeeze(-1)
+    t = torch.ones_like(f)
+    for _ in range(halvings):
+        z_new = z + t.unsqueeze(-1) * step
+        better = log_joint(model, x, z_new.unsqueeze(1)).squeeze(1) >= f
+        if bool(better.all()):
+            break
+        t = torch.where(better, t, t * 0.5)
+    return torch.where(better.unsqueeze(-1), z_new, z), H
 
 
 @torch.no_grad()
@@ -49,27 +91,8 @@ def best_start(model: LatentGaussianModel, x: Tensor, starts: Tensor, candidates
 def find_modes(model: LatentGaussianModel, x: Tensor, z0: Tensor, iters: int = 10) -> Tensor:
     """Damped Gauss-Newton ascent of log p(x, z) from z0: x (B, n), z0 (B, m) -> modes (B, m)."""
     z = z0.clone()
-    f = log_joint(model, x, z.unsqueeze(1)).squeeze(1)  # (B,)
-    s = model.sigma()
     for _ in range(iters):
-        J = jacobian(model, z)  # (B, n, m)
-        sv = s.expand(J.shape[1]) if s.dim() == 0 else s
-        r = (x - model.mean(z)) / sv.pow(2)  # (B, n)
-        grad = (J.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1) - z  # (B, m)
-        Js = J / sv.view(1, -1, 1)
-        H = Js.transpose(1, 2) @ Js + torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
-        step = torch.linalg.solve(H, grad.unsqueeze(-1)).squeeze(-1)
-        t = torch.ones_like(f)
-        for _ in range(6):  # backtracking: halve the step where log p(x, z) would fall
-            z_new = z + t.unsqueeze(-1) * step
-            f_new = log_joint(model, x, z_new.unsqueeze(1)).squeeze(1)
-            bad = ~(f_new >= f)
-            if not bad.any():
-                break
-            t = torch.where(bad, t * 0.5, t)
-        accept = f_new >= f
-        z = torch.where(accept.unsqueeze(-1), z_new, z)
-        f = torch.where(accept, f_new, f)
+        z, _ = gauss_newton_step(model, x, z)
     return z
 
 
@@ -79,36 +102,50 @@ def laplace(model: LatentGaussianModel, x: Tensor, z0: Tensor, candidates: Tenso
     """Laplace approximation N(mode, H^-1): returns mode (B, m) and chol (B, m, m) of H^-1."""
     start = z0 if candidates is None else best_start(model, x, z0, candidates)
     mode = find_modes(model, x, start, iters)
-    H = gauss_newton_precision(model, mode)
-    chol = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)))
-    return mode, chol
+    H = gauss_newton_precision(jacobian(model, mode), _sigma_vector(model, x.shape[-1]))
+    return mode, covariance_cholesky(H)
+
+
+def candidate_starts(m: int) -> Tensor:
+    """Shared starts of the global search: a Gauss-Hermite grid (16 nodes for m = 1, 7^2 for m = 2), else
+    128 seeded prior draws: (C, m)."""
+    if m <= 2:
+        return hermite_grid(m, {1: 16, 2: 7}[m], dtype=torch.float32)[0]
+    return torch.randn(128, m, generator=torch.Generator().manual_seed(0))
 
 
 class WarmLaplace(torch.nn.Module):
-    """Per-training-point Laplace approximations, warm-started from each point's last mode.
+    """Per-training-point Laplace approximations, tracked across visits as theta moves.
 
-    A step starts Gauss-Newton from the better of the stored mode and a set of candidate starts (a coarse
-    Gauss-Hermite grid for m <= 3, else prior draws), so a point can jump to a higher posterior mode as
-    theta moves.
+    A visit takes one Gauss-Newton step from the point's stored mode (FIRST_VISIT_STEPS on its first
+    visit), computing g, its Jacobian and the precision H in one pass; the approximation returned is
+    N(new mode, H^-1) with H from that pass, one step behind the mode (both exact for linear g). On the
+    first visit and every RESTART_EVERY visits after, the step starts from the best of the stored mode and
+    the candidate starts, so that a point can move to a higher posterior mode as theta changes.
     """
 
-    def __init__(self, n_train: int, m: int, iters: int = 3):
+    def __init__(self, n_train: int, m: int):
         super().__init__()
-        if m <= 3:
-            cand, _ = hermite_grid(m, 7, dtype=torch.float32)
-        else:
-            cand = torch.randn(128, m, generator=torch.Generator().manual_seed(0))
-        self.register_buffer("candidates", cand)  # (C, m)
+        self.register_buffer("candidates", candidate_starts(m))  # (C, m)
         self.register_buffer("modes", torch.zeros(n_train, m))  # (N_train, m)
-        self.iters = iters
+        self.register_buffer("visits", torch.zeros(n_train, dtype=torch.long))  # (N_train,)
 
+    @torch.no_grad()
     def update(self, model: LatentGaussianModel, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
-        """Refresh the modes of rows `idx` under the current model: returns mode (B, m), chol (B, m, m)."""
-        mode, chol = laplace(model, x, self.modes[idx].to(x.dtype), self.candidates.to(x.dtype), self.iters)
+        """Refresh the approximations of rows `idx` under the current model: returns mode (B, m), chol (B, m, m)."""
+        z = self.modes[idx].to(x.dtype)
+        visits = self.visits[idx]
+        restart = (visits % RESTART_EVERY == 0).nonzero().squeeze(1)
+        if restart.numel():
+            z[restart] = best_start(model, x[restart], z[restart], self.candidates.to(x.dtype))
+        first = (visits == 0).nonzero().squeeze(1)
+        if first.numel():
+            z[first] = find_modes(model, x[first], z[first], FIRST_VISIT_STEPS - 1)
+        mode, H = gauss_newton_step(model, x, z)
         self.modes[idx] = mode.to(self.modes.dtype)
-        return mode, chol
+        self.visits[idx] = visits + 1
+        return mode, covariance_cholesky(H)
 
-    def modes_of(self, model: LatentGaussianModel, x: Tensor) -> Tensor:
-        """Modes for arbitrary points (cold start from the candidates): (B, n) -> (B, m)."""
-        z0 = torch.zeros(x.shape[0], self.modes.shape[1], dtype=x.dtype, device=x.device)
-        return laplace(model, x, z0, self.candidates.to(x.dtype), 5)[0]
+    def stored_modes(self, rows: int) -> Tensor:
+        """The stored modes of the first `rows` training points (what the live plots show)."""
+        return self.modes[:rows]

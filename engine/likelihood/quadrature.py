@@ -79,16 +79,6 @@ def log_marginal_dense(model: LatentGaussianModel, x: Tensor, u: Tensor, logw: T
     return torch.cat(out)
 
 
-def posterior_mean_dense(model: LatentGaussianModel, x: Tensor, u: Tensor, logw: Tensor,
-                         chunk_elems: int = 2**24) -> Tensor:
-    """E[z | x] = sum_g softmax_g(log w_g + log p(x | u_g)) u_g on the dense grid: (B, n) -> (B, m)."""
-    mean = model.mean(u)
-    sigma = model.sigma()
-    rows = max(1, chunk_elems // max(1, u.shape[0]))
-    out = [torch.softmax(log_lik_matrix(xb, mean, sigma) + logw, dim=-1) @ u for xb in x.split(rows)]
-    return torch.cat(out)
-
-
 def log_marginal_adaptive(model: LatentGaussianModel, x: Tensor, mode: Tensor, chol: Tensor,
                           u: Tensor, logw: Tensor) -> Tensor:
     """Adaptive Gauss-Hermite estimate of log p(x_b).
