@@ -40,11 +40,12 @@ class RunFileError(ValueError):
 
 
 def fit(config: RunConfig, data: Dataset, test: Dataset | None = None, on_progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None) -> RunResult:
+        should_stop: StopFn | None = None, stop_scoring: StopFn | None = None) -> RunResult:
     """Train, then score on the held-out points (what the CLI and the GUI worker both call).
 
-    `should_stop` ends the training; a stop request made after the training has ended (after the
-    {"phase": "evaluating", "fraction": 0.0} report) ends the scoring, and the run comes back unscored."""
+    `should_stop()` ends the training (the run is still scored); `stop_scoring()`, checked between chunks of
+    the scoring, ends that (the run comes back unscored, `metrics["scoring_stopped"]`). Before scoring,
+    `on_progress` gets {"phase": "evaluating", "fraction": 0.0}, then the fraction scored as it goes."""
     result = train(config, data, test, on_progress, should_stop)
     report = None
     if on_progress is not None:
@@ -52,10 +53,8 @@ def fit(config: RunConfig, data: Dataset, test: Dataset | None = None, on_progre
             on_progress({"phase": "evaluating", "step": result.steps_done, "steps": config.training.steps,
                          "fraction": fraction})
 
-        report(0.0)  # the caller may forget a stop that ended the training: the next one ends the scoring
-    if should_stop is not None and should_stop():
-        should_stop = None  # still the stop that ended the training: it does not stop the scoring
-    result.metrics = score_run(result, data, test, report, should_stop)
+        report(0.0)
+    result.metrics = score_run(result, data, test, report, stop_scoring)
     return result
 
 
@@ -85,7 +84,8 @@ def save_run(result: RunResult, run_dir: str | Path) -> Path:
     d = Path(run_dir)
     d.mkdir(parents=True, exist_ok=True)
     run = {"config": result.config.to_dict(), "seed": result.seed, "device": result.device,
-           "versions": result.versions, "threads": result.threads, "status": result.status, "message": result.message,
+           "versions": result.versions, "threads": result.threads, "status": result.status,
+           "message": result.message,
            "steps_done": result.steps_done, "wall_time": result.wall_time,
            "n_train": len(result.train_idx), "n_validation": len(result.heldout_idx)}
     atomic_write_text(d / "run.json", dumps(run))

@@ -77,6 +77,7 @@ class LiveRun:
     run_id: int
     colour: str
     setup: dict[str, Any] | None = None
+    scoring: bool = False  # training has ended and the held-out points are being scored
 
 
 def _cuda_reason() -> str | None:
@@ -148,7 +149,7 @@ class MainWindow(QMainWindow):
     def _build_panels(self) -> None:
         c = self.config
         self.model_panel = ModelPanel(c.simulation)
-        self.estimator_panel = EstimatorPanel(c.estimator)
+        self.estimator_panel = EstimatorPanel(c.estimator, lambda: self.config.decoder.m)
         self.training_panel = TrainingPanel(c.decoder, c.training, self._cuda_reason)
         self.forms = [self.model_panel.form, self.estimator_panel.form, self.training_panel.decoder_form,
                       self.training_panel.training_form]
@@ -224,7 +225,8 @@ class MainWindow(QMainWindow):
         self.step_action = self._action("Step", self.step, "Ctrl+T",
                                         "One optimiser step, then pause (starts a paused run if none)")
         self.stop_action = self._action("Stop", self.stop, "Ctrl+.",
-                                        "Stop the run; it is scored and kept in the results table")
+                                        "Stop the run; it is scored and kept in the results table (Stop "
+                                        "during the scoring ends it; the trained run is kept)")
         self.reset_action = self._action("Reset", self.reset, "", "Clear the live plots")
         self.run_actions = {"start": self.start_action, "pause": self.pause_action, "step": self.step_action,
                             "stop": self.stop_action, "reset": self.reset_action}
@@ -323,6 +325,7 @@ class MainWindow(QMainWindow):
     @Slot()
     def _on_edited(self) -> None:
         self.problem = self._validate()
+        self.estimator_panel.show_defaults()  # the automatic nodes follow the fitted m
         self.problem_label.setText(f"Cannot start: {self.problem}" if self.problem else "")
         self._update_data_label()
         device = self.config.training.device
@@ -423,7 +426,7 @@ class MainWindow(QMainWindow):
         self.data_view.set_learned(None, None)
         self.data_view.set_learned_colour(colour)
         self.latent_view.set_colour(colour)
-        self.status.start(config.training.steps)
+        self.status.start(config.training.steps, config.training.time_limit)
         self.controller.start("train", tasks.train(config, data), self._on_trained, paused=paused)
         self._set_state(RunState.PAUSED if paused else RunState.RUNNING)
         self.statusBar().showMessage(f"Run #{run_id}: {config.estimator.name}", 4000)
@@ -448,7 +451,8 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def stop(self) -> None:
-        if self.state in (RunState.RUNNING, RunState.PAUSED):
+        """Stop training (the run is then scored), or the scoring (the trained run is kept)."""
+        if self.state in (RunState.RUNNING, RunState.PAUSED, RunState.SCORING):
             self.controller.stop()
             self._set_state(RunState.STOPPING)
 
@@ -466,10 +470,14 @@ class MainWindow(QMainWindow):
         if phase == "data":
             self._set_data(info["data"])
             return
+        live = self.live
+        if phase == "evaluating" and live is not None and not live.scoring:
+            live.scoring = True  # Stop now stops the scoring, even after a Stop that ended the training
+            if self.state in (RunState.RUNNING, RunState.PAUSED, RunState.STOPPING) and not self._closing:
+                self._set_state(RunState.SCORING)
         if phase is not None:  # "paused" or "evaluating"
             self.status.set_progress(info)
             return
-        live = self.live
         if live is None:
             return
         setup = info.get("setup")
@@ -481,6 +489,9 @@ class MainWindow(QMainWindow):
             self.data_view.set_learned(live.setup["grid"] if live.setup is not None else None, info["manifold"])
             self.latent_view.set_inferred(info["latents"])
         self.curves.add_rows(info.get("history_rows", []))
+        fraction = info.get("fraction", 0.0)
+        if info.get("time_limit") is not None and fraction > 0:
+            self.curves.expect_steps(info["step"] / fraction)
         self.status.set_progress(info)
 
     def _on_trained(self, result: RunResult) -> None:
@@ -496,6 +507,8 @@ class MainWindow(QMainWindow):
         self.status.set_progress({"step": result.steps_done, "phase": ""})
         warnings = result.metrics.get("warnings", [])
         note = f"Run #{record.run_id} {result.status}: {result.message}"
+        if result.metrics.get("scoring_stopped"):
+            note += "; its scoring was stopped (no held-out metrics)"
         self.statusBar().showMessage(note + (f" — {warnings[0]}" if warnings else ""), 15000)
         if result.status == "failed":
             self._fail(f"Run #{record.run_id} failed", result.message, "\n".join(warnings))
@@ -806,9 +819,10 @@ class MainWindow(QMainWindow):
 
     # ----------------------------------------------------------------------------------------- closing
     def shutdown(self) -> None:
-        """Stop any task and join its thread; a run stopped here is scored and kept in the table."""
+        """Stop any task and join its thread; a run stopped here (in training or in scoring) is kept in the
+        table, unscored or partly scored."""
         if self.controller.busy:
-            if self.state in (RunState.RUNNING, RunState.PAUSED):
+            if self.state in (RunState.RUNNING, RunState.PAUSED, RunState.SCORING):
                 self._set_state(RunState.STOPPING)
             self.controller.shutdown()
         QCoreApplication.processEvents()

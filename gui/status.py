@@ -1,5 +1,5 @@
-"""The status bar: run state, device, step and steps per second, elapsed time and ETA, a progress bar.
-Refreshed by the redraw clock from the latest progress numbers."""
+"""The status bar: run state, device, step and steps per second, elapsed time (and the time limit) and
+ETA, a progress bar. Refreshed by the redraw clock from the latest progress numbers."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar
 from .plots.common import LiveView
 from .state import RunState
 
-STATE_COLOURS = {RunState.RUNNING: "#1b7f3b", RunState.PAUSED: "#8a5a00", RunState.STOPPING: "#8a5a00",
-                 RunState.FAILED: "#c62828", RunState.DONE: "#0b5394", RunState.IDLE: "#444444"}
+STATE_COLOURS = {RunState.RUNNING: "#1b7f3b", RunState.PAUSED: "#8a5a00", RunState.SCORING: "#00695c",
+                 RunState.STOPPING: "#8a5a00", RunState.FAILED: "#c62828", RunState.DONE: "#0b5394",
+                 RunState.IDLE: "#444444"}
+PROGRESS_UNITS = 1000  # the progress bar counts thousandths of the run
 
 
 def clock(seconds: float) -> str:
@@ -24,6 +26,10 @@ def clock(seconds: float) -> str:
 
 
 class StatusView(LiveView):
+    """The progress bar follows the fraction of the run done that the trainer reports (steps or time,
+    whichever is further), so a time-limited run shows how much of its time has gone; during the final
+    scoring it shows the fraction of the held-out points scored."""
+
     def __init__(self, bar: QStatusBar):
         self.bar = bar
         self.state_label = QLabel()
@@ -34,15 +40,22 @@ class StatusView(LiveView):
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(180)
         self.progress.setTextVisible(True)
+        self.progress.setRange(0, PROGRESS_UNITS)
         self.device_label.setToolTip("Where torch trains (training.device; auto picks CUDA when available)")
         self.step_label.setToolTip("Optimiser steps done / planned")
         self.rate_label.setToolTip("Training speed")
-        self.time_label.setToolTip("Time since the run started, and the estimated time left")
+        self.time_label.setToolTip("Time since the run started, the time limit if there is one, and the "
+                                   "estimated time left")
+        self.progress.setToolTip("How much of the run is done: of its steps, or of its time limit if that "
+                                 "comes first; then how much of the held-out points has been scored")
         for w in (self.step_label, self.rate_label, self.time_label, self.progress, self.device_label,
                   self.state_label):
             bar.addPermanentWidget(w)
         self.step = 0
         self.steps = 0
+        self.time_limit: float | None = None
+        self.fraction = 0.0  # of the training done, as the trainer reports it
+        self.scored = 0.0  # of the final scoring done
         self.rate = math.nan
         self.elapsed = math.nan
         self.phase = ""
@@ -58,17 +71,30 @@ class StatusView(LiveView):
     def set_device(self, text: str) -> None:
         self.device_label.setText(f"device: {text}")
 
-    def start(self, steps: int) -> None:
-        self.step, self.steps, self.rate, self.elapsed, self.phase = 0, steps, math.nan, math.nan, ""
+    def start(self, steps: int, time_limit: float | None = None) -> None:
+        self.step, self.steps, self.time_limit = 0, steps, time_limit
+        self.fraction, self.scored, self.rate, self.elapsed, self.phase = 0.0, 0.0, math.nan, math.nan, ""
         self.mark_dirty()
 
     def set_progress(self, info: dict[str, Any]) -> None:
+        self.phase = info.get("phase", "")
         self.step = int(info.get("step", self.step))
         self.steps = int(info.get("steps", self.steps))
         self.rate = float(info.get("steps_per_sec", self.rate))
         self.elapsed = float(info.get("elapsed", self.elapsed))
-        self.phase = info.get("phase", "")
+        if "fraction" in info:
+            if self.phase == "evaluating":
+                self.scored = float(info["fraction"])
+            else:
+                self.fraction = float(info["fraction"])
+        if self.phase != "evaluating" and "time_limit" in info:
+            self.time_limit = info["time_limit"]
         self.mark_dirty()
+
+    def eta(self) -> float:
+        """Seconds left, from the fraction done so far and the time it took."""
+        f = self.fraction
+        return self.elapsed * (1.0 - f) / f if 0.0 < f <= 1.0 and math.isfinite(self.elapsed) else math.nan
 
     def refresh(self) -> bool:
         """While a run goes, numbers change too fast to read at the plots' rate: at most four updates a
@@ -84,8 +110,12 @@ class StatusView(LiveView):
     def redraw(self) -> None:
         self.step_label.setText(f"step {self.step} / {self.steps}")
         self.rate_label.setText(f"{self.rate:.0f} steps/s" if math.isfinite(self.rate) else "— steps/s")
-        left = (self.steps - self.step) / self.rate if self.rate > 0 else math.nan
-        eta = "evaluating…" if self.phase == "evaluating" else f"ETA {clock(left)}"
-        self.time_label.setText(f"{clock(self.elapsed)} elapsed, {eta}")
-        self.progress.setRange(0, max(1, self.steps))
-        self.progress.setValue(min(self.step, max(1, self.steps)))
+        limit = f" of {clock(self.time_limit)}" if self.time_limit is not None else ""
+        if self.phase == "evaluating":
+            self.time_label.setText(f"{clock(self.elapsed)}{limit} trained, scoring held-out points…")
+            shown, text = self.scored, "scoring %p%"
+        else:
+            self.time_label.setText(f"{clock(self.elapsed)}{limit} elapsed, ETA {clock(self.eta())}")
+            shown, text = self.fraction, "%p%"
+        self.progress.setFormat(text)
+        self.progress.setValue(round(PROGRESS_UNITS * min(max(shown, 0.0), 1.0)) if math.isfinite(shown) else 0)

@@ -118,7 +118,7 @@ def train(config: RunConfig, data: DataBundle | None) -> Task:
         if bundle is None:
             bundle = generate_data(config.simulation)
             report({"phase": "data", "data": bundle})
-        return fit(config, bundle.dataset, None, report, should_stop)
+        return fit(config, bundle.dataset, None, report, should_stop, should_stop)
     return task
 
 

@@ -23,6 +23,12 @@ Signals of the worker (emitted in the worker thread):
 QObjects receive them (a plain function connected to a worker-thread signal would run in the worker).
 Stop, pause and step go through `threading.Event`s read in `should_stop`, which the engine calls before
 every optimiser step; while paused, `should_stop` blocks.
+
+A training run ends by scoring the fitted model on its held-out points (`engine.runs.fit` first reports
+phase "evaluating"), and the engine calls `should_stop` between the chunks of that scoring too. There a
+stop request ends the scoring (the trained run is returned), pause and step do nothing, and a stop that
+ended the training is forgotten: Stop during training still scores the run; Stop again, or a stop with
+`everything` (closing the window), ends the scoring as well.
 """
 
 from __future__ import annotations
@@ -67,10 +73,16 @@ class EngineWorker(QObject):
             self._go.set()
         self._single_step = False
         self._steps_started = 0
+        self._scoring = False  # the task reported phase "evaluating": training is over
+        self._stop_all = False  # a stop that ends the scoring too
+        self._stop_lock = threading.Lock()
 
     # ------------------------------------------------------------ called from the GUI thread (thread-safe)
-    def request_stop(self) -> None:
-        self._stop.set()
+    def request_stop(self, *, everything: bool = False) -> None:
+        """Stop training, or the scoring if it has begun; `everything`: both (see the module docstring)."""
+        with self._stop_lock:
+            self._stop_all = self._stop_all or everything
+            self._stop.set()
         self._go.set()
 
     def pause(self) -> None:
@@ -97,6 +109,8 @@ class EngineWorker(QObject):
             self.ended.emit()
 
     def _should_stop(self) -> bool:
+        if self._scoring:  # neither paused nor counted
+            return self._stop.is_set()
         if not self._go.is_set():
             self.progress.emit({"phase": "paused", "step": self._steps_started})
             self._go.wait()
@@ -109,6 +123,11 @@ class EngineWorker(QObject):
         return False
 
     def _report(self, info: dict[str, Any]) -> None:
+        if info.get("phase") == "evaluating" and not self._scoring:
+            with self._stop_lock:  # the training has ended: the stop it may have answered is spent
+                self._scoring = True
+                if not self._stop_all:
+                    self._stop.clear()
         self.progress.emit(copied(info))
 
 
@@ -155,9 +174,10 @@ class RunController(QObject):
         # plots the caller just changed): a task starting at once would compete for the GIL with that repaint.
         QTimer.singleShot(0, thread, thread.start)
 
-    def stop(self) -> None:
+    def stop(self, *, everything: bool = False) -> None:
+        """Ask the task to stop; a training run is still scored unless `everything` or the scoring has begun."""
         if self._worker is not None:
-            self._worker.request_stop()
+            self._worker.request_stop(everything=everything)
 
     def pause(self) -> None:
         if self._worker is not None:
@@ -172,8 +192,9 @@ class RunController(QObject):
             self._worker.step_once()
 
     def shutdown(self) -> None:
-        """Stop the task and wait for its thread, delivering its result (the run so far) first."""
-        self.stop()
+        """Stop the task (a training run's scoring too) and wait for its thread, delivering its result (the
+        run so far) first."""
+        self.stop(everything=True)
         while self._thread is not None:
             self._thread.wait(50)
             QCoreApplication.processEvents()

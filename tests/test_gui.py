@@ -22,10 +22,12 @@ from PySide6.QtCore import QSettings, Qt, QThread
 from PySide6.QtGui import QImage, QPainterPath, QPixmapCache
 from PySide6.QtWidgets import QApplication, QGraphicsPathItem, QMessageBox
 
-from engine.config import RunConfig
+from engine.config import RunConfig, default_nodes
 from engine.estimators import SUMMARIES
 from engine.runs import fit as engine_fit
 from engine.storage import load_dataset
+from engine.trainer import RunResult
+from engine.trainer import train as engine_train
 from gui import tasks
 from gui.app import PIXMAP_CACHE_KB, application
 from gui.main_window import MainWindow
@@ -124,7 +126,7 @@ def test_short_run_from_the_ui_reaches_done_with_plots_and_a_result(qtbot: Any, 
     objective = w.curves.overlays[record.run_id].objective.path()
     assert objective.elementCount() == 60
     assert w.curves.true_loglik.isVisible() and w.curves.true_sigma.isVisible()
-    assert w.status.progress.value() == 60
+    assert w.status.progress.value() == w.status.progress.maximum()  # the whole run
     assert w.start_action.isEnabled() and not w.stop_action.isEnabled()
 
 
@@ -551,3 +553,161 @@ def test_the_worker_is_deleted_in_the_gui_thread_after_its_thread_ends(qtbot: An
         del worker
     qtbot.waitUntil(lambda: bool(deleted_in), timeout=RUN_TIMEOUT_MS)
     assert deleted_in == [threading.main_thread().ident]
+
+
+# ------------------------------------------------------------------ threads, time limit, automatic nodes
+def test_threads_and_time_limit_fields_edit_the_training_config(qtbot: Any, window: MainWindow) -> None:
+    w = window
+    form = w.training_panel.training_form
+    threads, limit = form.fields["threads"], form.fields["time_limit"]
+    assert w.config.training.threads == 0 and threads.spin.text() == "auto"
+    assert "auto" in threads.toolTip() and "sleep" in threads.toolTip()
+    threads.spin.setValue(3)
+    assert w.config.training.threads == 3 and threads.spin.text() == "3"
+    threads.spin.setValue(0)
+    assert w.config.training.threads == 0 and threads.spin.text() == "auto"
+
+    assert w.config.training.time_limit is None and limit.line.text() == ""
+    assert limit.line.placeholderText() == "none" and "whichever" in limit.toolTip()
+    qtbot.keyClicks(limit.line, "5")
+    assert w.config.training.time_limit == 5.0 and w.start_action.isEnabled()
+    limit.line.selectAll()
+    qtbot.keyClicks(limit.line, "0")  # the engine's range is (0, 1e7]
+    assert "(0, 1e+07]" in limit.error and not w.start_action.isEnabled()
+    limit.line.selectAll()
+    qtbot.keyClick(limit.line, Qt.Key.Key_Delete)
+    assert w.config.training.time_limit is None and not limit.error and w.start_action.isEnabled()
+
+    cfg = tiny_config(threads=4, time_limit=2.5)
+    w.apply_config(cfg)
+    assert threads.spin.text() == "4" and limit.line.text() == "2.5"
+    assert RunConfig.from_json(w.config.to_json()).training.time_limit == 2.5
+
+
+def test_empty_nodes_field_names_the_default_for_the_fitted_m(qtbot: Any, window: MainWindow) -> None:
+    w = window
+    nodes = w.estimator_panel.form.fields["nodes"]
+    name = w.estimator_panel.form.fields["name"].combo
+    m = w.training_panel.decoder_form.fields["m"].spin
+    assert w.config.estimator.name == "mle-adaptive" and w.config.estimator.nodes is None
+    assert nodes.line.text() == "" and nodes.line.placeholderText() == "auto: 20 for m = 1"
+    m.setValue(2)
+    assert nodes.line.placeholderText() == f"auto: {default_nodes('mle-adaptive', 2)} for m = 2" == "auto: 5 for m = 2"
+    name.setCurrentIndex(name.findData("mle-quadrature"))
+    assert nodes.line.placeholderText() == f"auto: {default_nodes('mle-quadrature', 2)} for m = 2"
+    qtbot.keyClicks(nodes.line, "7")
+    assert w.config.estimator.nodes == 7
+    nodes.line.selectAll()
+    qtbot.keyClicks(nodes.line, "x")
+    assert "whole number" in nodes.error and not w.start_action.isEnabled()
+    nodes.line.selectAll()
+    qtbot.keyClick(nodes.line, Qt.Key.Key_Delete)
+    assert w.config.estimator.nodes is None and w.start_action.isEnabled()
+    cfg = RunConfig()
+    cfg.decoder.m = 4
+    w.apply_config(cfg)  # the fitted m of another config
+    assert nodes.line.text() == "" and nodes.line.placeholderText() == "auto: 2 for m = 4"
+    m.setValue(15)  # 2^15 grid points: the engine refuses, and the field says why
+    assert "got auto" in nodes.error and "grid points" in nodes.error and not w.start_action.isEnabled()
+
+
+def test_time_limited_run_shows_the_fraction_of_its_time(qtbot: Any, window: MainWindow) -> None:
+    """10^7 steps and a 2 s limit: the bar follows the time, the ETA comes from it, the x axis fits the run."""
+    w = window
+    w.apply_config(tiny_config(steps=10_000_000, time_limit=2.0))
+    bar = w.status.progress
+    with qtbot.waitSignal(w.controller.finished, timeout=RUN_TIMEOUT_MS):
+        w.start_action.trigger()
+        qtbot.waitUntil(lambda: bar.value() >= 0.25 * bar.maximum(), timeout=RUN_TIMEOUT_MS)
+        text = w.status.time_label.text()
+        assert "of 0:02 elapsed" in text and "ETA 0:0" in text, text
+        assert w.curves.objective_plot.viewRange()[0][1] < 1e6  # not the planned 10^7 steps
+    record = w.results.records[0]
+    assert record.status == "done" and "time limit" in record.message
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum() and bar.text() == "100%")  # the next redraw
+
+
+# --------------------------------------------------------------------------------- the final scoring
+def scoring_fit(chunks: int, chunk_s: float = 0.01) -> Any:
+    """engine.runs.fit with a scoring of `chunks` pauses that reports its fraction and checks should_stop
+    between them, as the engine's does."""
+    def fit(config: RunConfig, data: Any, test: Any = None, on_progress: Any = None,
+            should_stop: Any = None, stop_scoring: Any = None) -> RunResult:
+        result = engine_train(config, data, test, on_progress, should_stop)
+        for i in range(chunks):
+            on_progress({"phase": "evaluating", "step": result.steps_done, "steps": config.training.steps,
+                         "fraction": i / chunks})
+            if stop_scoring():
+                result.metrics = {"scoring": "stopped", "chunks": i}
+                return result
+            time.sleep(chunk_s)
+        result.metrics = {"scoring": "done", "chunks": chunks}
+        return result
+    return fit
+
+
+def test_stop_during_scoring_answers_within_a_second_and_keeps_the_run(
+        qtbot: Any, window: MainWindow, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks, "fit", scoring_fit(chunks=100_000))
+    w = window
+    w.apply_config(tiny_config(steps=20))
+    w.start_action.trigger()
+    qtbot.waitUntil(lambda: w.state == RunState.SCORING and w.status.scored > 0.0001, timeout=RUN_TIMEOUT_MS)
+    assert w.stop_action.isEnabled() and not w.pause_action.isEnabled() and not w.step_action.isEnabled()
+    qtbot.waitUntil(lambda: w.status.progress.text().startswith("scoring"), timeout=5000)
+    assert "scoring held-out points" in w.status.time_label.text()
+    with qtbot.waitSignal(w.controller.finished, timeout=5000):
+        clicked = time.perf_counter()
+        w.stop_action.trigger()
+        assert w.state == RunState.STOPPING
+    assert time.perf_counter() - clicked < 1.0
+    record = w.results.records[0]
+    assert record.status == "done" and record.metrics["scoring"] == "stopped"
+    assert w.state == RunState.DONE and w.start_action.isEnabled()
+
+
+def test_stop_during_training_still_scores_the_run(qtbot: Any, window: MainWindow,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks, "fit", scoring_fit(chunks=20))
+    w = window
+    w.apply_config(tiny_config(steps=1_000_000))
+    states: list[RunState] = []
+    w.controller.progress.connect(lambda info: states.append(w.state))
+    w.start_action.trigger()
+    qtbot.waitUntil(lambda: w.status.step >= 20, timeout=RUN_TIMEOUT_MS)
+    with qtbot.waitSignal(w.controller.finished, timeout=RUN_TIMEOUT_MS):
+        w.stop_action.trigger()
+    record = w.results.records[0]
+    assert record.status == "stopped" and record.metrics == {"scoring": "done", "chunks": 20}
+    assert RunState.SCORING in states  # and Stop could have ended the scoring too
+
+
+def test_close_during_scoring_returns_within_a_second_and_keeps_the_run(
+        qtbot: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks, "fit", scoring_fit(chunks=100_000))
+    w = open_window(qtbot, settings)
+    w.apply_config(tiny_config(steps=20))
+    w.start_action.trigger()
+    qtbot.waitUntil(lambda: w.state == RunState.SCORING, timeout=RUN_TIMEOUT_MS)
+    t0 = time.perf_counter()
+    w.close()
+    assert time.perf_counter() - t0 < 1.0
+    assert not w.controller.busy
+    assert [(r.status, r.metrics["scoring"]) for r in w.results.records] == [("done", "stopped")]
+
+
+def test_close_while_the_engine_scores_a_large_held_out_set(qtbot: Any, settings: Settings) -> None:
+    """The engine's own scoring (27 000 held-out points: about a minute) ends within about a second."""
+    cfg = tiny_config(steps=20, val_fraction=0.9)
+    cfg.simulation.samples = 30_000
+    w = open_window(qtbot, settings)
+    w.apply_config(cfg)
+    w.start_action.trigger()
+    qtbot.waitUntil(lambda: w.state == RunState.SCORING, timeout=RUN_TIMEOUT_MS)
+    qtbot.wait(300)  # well into the scoring
+    t0 = time.perf_counter()
+    w.close()
+    assert time.perf_counter() - t0 < 1.5
+    assert not w.controller.busy
+    record = w.results.records[0]  # the trained run is kept, and says that its scoring was stopped
+    assert w.results.rowCount() == 1 and record.status == "done" and record.metrics["scoring_stopped"] is True

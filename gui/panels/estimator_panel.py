@@ -3,13 +3,25 @@ objective's formula and one line on its bias and cost (engine.estimators.SUMMARI
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
 
-from engine.config import ESTIMATORS, MLE_ESTIMATORS, PROPOSALS, SAMPLERS, VAE_SIGMA_UPDATES, EstimatorConfig
+from engine.config import (
+    ADAPTIVE_GRID_BUDGET,
+    ESTIMATORS,
+    FIXED_GRID_BUDGET,
+    MLE_ESTIMATORS,
+    PROPOSALS,
+    SAMPLERS,
+    VAE_SIGMA_UPDATES,
+    EstimatorConfig,
+    default_nodes,
+)
 from engine.estimators import SUMMARIES
 
-from .fields import BoolField, ChoiceField, IntField, LayersField, RealField, SectionForm
+from .fields import BoolField, ChoiceField, IntField, LayersField, OptionalIntField, RealField, SectionForm
 
 ESTIMATOR_LABELS = {
     "mle-quadrature": "mle-quadrature: direct MLE, Gauss-Hermite grid",
@@ -31,20 +43,27 @@ RELEVANT: dict[str, frozenset[str]] = {
 
 
 class EstimatorPanel(QWidget):
-    """Edits `RunConfig.estimator`."""
+    """Edits `RunConfig.estimator`. `fitted_m` reads the fitted latent dimension (`RunConfig.decoder.m`,
+    edited in the Training panel), which the automatic node count depends on; the window calls
+    `show_defaults()` when it changes."""
 
     edited = Signal()
 
-    def __init__(self, section: EstimatorConfig):
+    def __init__(self, section: EstimatorConfig, fitted_m: Callable[[], int] = lambda: 1):
         super().__init__()
+        self.fitted_m = fitted_m
         layout = QVBoxLayout(self)
+        self.nodes_field = OptionalIntField(
+            "G: Gauss-Hermite nodes per latent dimension; the grid has G^m points (at most 20 000). "
+            "Empty: auto, chosen by the fitted m (Training panel): the most nodes whose grid has at most "
+            f"{ADAPTIVE_GRID_BUDGET} points per datum for mle-adaptive (2 to 20), at most "
+            f"{FIXED_GRID_BUDGET} per batch for mle-quadrature (2 to 200). 2 to 200.")
         self.form = SectionForm("estimator", section, [
             ("name", "estimator", ChoiceField(
                 "The objective maximised over θ and σ. Direct MLE estimates log p(x) = log ∫ p(x|z) p(z) dz "
                 "itself (four ways); vae and iwae maximise a lower bound through an encoder q(z|x).",
                 ESTIMATORS, ESTIMATOR_LABELS)),
-            ("nodes", "nodes G", IntField("G: Gauss-Hermite nodes per latent dimension; the grid has G^m "
-                                          "points (at most 20 000). 2 to 200.", 2, 200)),
+            ("nodes", "nodes G", self.nodes_field),
             ("samples", "samples K", IntField("K: importance samples per point (mle-importance, iwae). "
                                               "1 to 100 000.", 1, 100_000)),
             ("proposal", "proposal q", ChoiceField(
@@ -117,3 +136,9 @@ class EstimatorPanel(QWidget):
                                 else "Variational lower bound (encoder q_φ)")
         self.formula_label.setText(formula)
         self.summary_label.setText(summary)
+        self.show_defaults()
+
+    def show_defaults(self) -> None:
+        """Name the node count an empty nodes field stands for, for this estimator and the fitted m."""
+        m = self.fitted_m()
+        self.nodes_field.set_placeholder(f"auto: {default_nodes(self.section.name, m)} for m = {m}")

@@ -73,9 +73,13 @@ class Field(QWidget):
 
 
 class IntField(Field):
-    def __init__(self, tip: str, lo: int, hi: int):
+    """A whole number in a spin box; with `special`, the minimum is shown as that text (e.g. "auto" for 0)."""
+
+    def __init__(self, tip: str, lo: int, hi: int, *, special: str = ""):
         self.spin = QSpinBox()
         self.spin.setRange(lo, min(hi, INT_MAX))
+        if special:
+            self.spin.setSpecialValueText(special)
         self.spin.setAccelerated(True)
         self.spin.setKeyboardTracking(False)
         super().__init__(tip, self.spin)
@@ -115,6 +119,33 @@ class RealField(Field):
 
     def set_value(self, value: Any) -> None:
         self.line.setText("" if value is None else f"{value:g}")
+
+
+class OptionalIntField(Field):
+    """A whole number typed as text; empty text means None (the engine's default, named by the placeholder)."""
+
+    def __init__(self, tip: str, placeholder: str = "auto"):
+        self.line = QLineEdit()
+        self.line.setPlaceholderText(placeholder)
+        super().__init__(tip, self.line)
+        self.line.textEdited.connect(self.edited)
+
+    def value(self) -> int | None:
+        text = self.line.text().strip()
+        if not text:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a whole number; empty: auto") from None
+
+    def set_value(self, value: Any) -> None:
+        self.line.setText("" if value is None else str(int(value)))
+
+    def set_placeholder(self, text: str) -> None:
+        """What empty text stands for; shown only while the field is empty."""
+        if self.line.placeholderText() != text:
+            self.line.setPlaceholderText(text)
 
 
 class ChoiceField(Field):
@@ -240,9 +271,15 @@ class SectionForm(QWidget):
             if name in self._parse_errors:
                 continue
             mine = err is not None and err.field == f"{self.prefix}.{name}"
-            field.set_error(f"got {err.value!r}; {err.allowed}" if mine and err is not None else None)
+            field.set_error(_config_message(err) if mine and err is not None else None)
             hit = hit or mine
         return hit
 
     def set_row_visible(self, name: str, visible: bool) -> None:
         self.form.setRowVisible(self.fields[name], visible)
+
+
+def _config_message(err: ConfigError) -> str:
+    """The reason shown under a field; None is an empty optional field, i.e. the automatic value."""
+    got = "auto" if err.value is None else repr(err.value)
+    return f"got {got}; {err.allowed}"

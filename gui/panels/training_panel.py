@@ -7,6 +7,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QGroupBox, QVBoxLayout, QWidget
 
 from engine.config import ACTIVATIONS, DEVICES, SCHEDULES, SIGMA_MODES, DecoderConfig, TrainingConfig
+from engine.threads import MAX_AUTO
 from engine.trainer import MAX_PROGRESS_RATE, SNAPSHOT_RATE
 
 from .fields import BoolField, ChoiceField, IntField, LayersField, RealField, SectionForm
@@ -55,6 +56,10 @@ class TrainingPanel(QWidget):
                                                  "of η over the steps.", SCHEDULES)),
             ("batch_size", "batch size B", IntField("B: points per minibatch. 1 to 1 000 000.", 1, 1_000_000)),
             ("steps", "steps", IntField("Optimiser steps. 1 to 10 000 000.", 1, 10_000_000)),
+            ("time_limit", "time limit (s)", RealField(
+                "Seconds of training: the run stops at the time limit or after the steps, whichever comes "
+                "first, and the cosine schedule ends with the time. Empty: no limit (steps only). "
+                "(0, 10 000 000].", optional=True, placeholder="none")),
             ("val_fraction", "held-out fraction", RealField(
                 "Fraction of the N points held out for the held-out log-likelihood (never trained on). "
                 "[0, 0.9].")),
@@ -66,6 +71,11 @@ class TrainingPanel(QWidget):
             ("snapshot_every", "plot every", IntField(
                 f"The live plots may get new data every this many steps, at most {MAX_PROGRESS_RATE:g} times a "
                 f"second (the manifold and latents {SNAPSHOT_RATE:g} times). 1 to 10 000 000.", 1, 10_000_000)),
+            ("threads", "threads", IntField(
+                "torch intra-op threads of the run. auto: one thread when a step is small (a second one costs "
+                "more in hand-offs than it gains), else the cores idle at the start, at most "
+                f"{MAX_AUTO}. The threads sleep while they wait, so a machine busy with other work does not "
+                "collapse the run. 0 (auto) to 1024.", 0, 1024, special="auto")),
             ("device", "device", ChoiceField("Where torch trains: auto (CUDA if available, else CPU), cpu "
                                              "or cuda.", DEVICES)),
             ("seed", "seed", IntField("Seed of the training: initial weights, minibatches, the held-out "

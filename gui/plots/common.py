@@ -115,10 +115,14 @@ class StreamingCurve:
             item.setData([], [])
         self._frozen = self._first = 0
         if x_range is not None:
-            self._span = x_range / self.pieces if x_range > 0 else math.inf
+            self.set_x_range(x_range)
         if pen is not None:
             for item in self.items:
                 item.setPen(pen)
+
+    def set_x_range(self, x_range: float) -> None:
+        """A new x range for the pieces still to come (the drawn ones stay as they are)."""
+        self._span = x_range / self.pieces if x_range > 0 else math.inf
 
     def draw(self, x: np.ndarray, y: np.ndarray) -> None:
         """Draw the series (x, y) (N,), of which the points drawn before are unchanged."""

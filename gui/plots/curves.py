@@ -77,6 +77,8 @@ class CurvesView(QWidget, LiveView):
         self._shown: set[int] = set()
         self._ranged = False  # the live run's y ranges were set at least once
         self._drawn: dict[str, int] = {}  # points of each live series on screen
+        self._steps = 0  # the live run's planned steps
+        self._x_range = 0.0  # the live run's x axis: 0 to this step
 
         self.log_sigma = QCheckBox("log σ axis")
         self.log_sigma.setToolTip("Show σ on a log scale (useful when σ collapses towards 0)")
@@ -100,6 +102,7 @@ class CurvesView(QWidget, LiveView):
         for plot in self.plots:
             plot.disableAutoRange()
         self.objective_plot.setXRange(0, steps, padding=0.01)
+        self._steps, self._x_range = steps, float(steps)
         self._ranged = False
         pen = pg.mkPen(colour, width=1)
         for curve in self.streams.values():
@@ -110,6 +113,17 @@ class CurvesView(QWidget, LiveView):
         self.live_heldout.setSymbolPen(None)
         self.set_objective_label(objective_label)
         self.mark_dirty()
+
+    def expect_steps(self, total: float) -> None:
+        """A time-limited run may end long before its planned steps: fit the x axis (and the extent of the
+        curves' pieces) to the steps it is expected to reach (`step / fraction`, never below the steps done).
+        The axis is laid out again only when the estimate passes its end or falls below half of it."""
+        if not (math.isfinite(total) and total > 0) or 0.5 * self._x_range <= total <= self._x_range:
+            return
+        self._x_range = min(float(self._steps), 1.25 * total) if self._steps > 0 else 1.25 * total
+        self.objective_plot.setXRange(0, self._x_range, padding=0.01)
+        for curve in self.streams.values():
+            curve.set_x_range(self._x_range)
 
     def set_objective_label(self, label: str) -> None:
         self.objective_plot.setTitle(f"Training objective: {label}" if label else "Training objective")
