@@ -142,7 +142,7 @@ class EstimatorConfig:
 
     name: str = "mle-adaptive"
     nodes: int | None = None  # Gauss-Hermite nodes per latent dimension; None: by m (default_nodes)
-    samples: int = 64  # K: importance samples (mle-importance, iwae)
+    samples: int = 16  # K: importance samples (mle-importance, iwae)
     proposal: str = "laplace"  # mle-importance: prior | laplace
     sampler: str = "langevin"  # mle-mcem: langevin (MALA) | hmc
     mcmc_steps: int = 5  # MCMC transitions per training step (mle-mcem)
@@ -274,15 +274,15 @@ def section_from_dict(cls: type, d: Any, prefix: str) -> Any:
 
 # Grid points per training point that a default node count may use: nodes^m of them go through the
 # decoder for every point of a batch (mle-adaptive), or once per batch (mle-quadrature's fixed grid).
-ADAPTIVE_GRID_BUDGET = 32
+ADAPTIVE_GRID_BUDGET = 16
 FIXED_GRID_BUDGET = 1024
 MAX_GRID_POINTS = 20_000
 
 
 def default_nodes(name: str, m: int) -> int:
     """Gauss-Hermite nodes per dimension taken when `nodes` is None: the most whose tensor grid fits the
-    budget, between 2 and 20 (mle-adaptive: 32 points per datum, e.g. 20 for m = 1, 5 for m = 2, 2 for
-    m = 4) or 200 (mle-quadrature: 1024 points per batch, e.g. 32 for m = 2)."""
+    budget, between 2 and 20 (mle-adaptive: 16 points per datum, e.g. 16 for m = 1, 4 for m = 2, 2 for
+    m = 3 and 4) or 200 (mle-quadrature: 1024 points per batch, e.g. 32 for m = 2)."""
     budget, cap = (FIXED_GRID_BUDGET, 200) if name == "mle-quadrature" else (ADAPTIVE_GRID_BUDGET, 20)
     nodes = 2
     while nodes < cap and (nodes + 1) ** m <= budget:
