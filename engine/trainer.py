@@ -37,8 +37,8 @@ StopFn = Callable[[], bool]
 DISPLAY_POINTS = 500  # training points whose inferred latents are sent to the live plots
 MAX_PROGRESS_RATE = 20.0  # progress dicts per second at most: the curves redraw at 15 Hz
 SNAPSHOT_RATE = 5.0  # plot snapshots (learned manifold, inferred latents) per second at most
-MONITOR_POINTS = 512  # validation points (a fixed seeded subsample) that the periodic estimate scores
-EVAL_SHARE = 0.1  # the periodic estimate's share of the training time, at most (unless patience is on)
+MONITOR_POINTS = 256  # validation points (a fixed seeded subsample) that the periodic estimate scores
+EVAL_SHARE = 0.03  # the periodic estimate's share of the training time, at most (unless patience is on)
 
 
 @dataclass
@@ -170,7 +170,7 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
     est = build_estimator(config.estimator, decoder, len(train_idx), gen).to(device)
     threads = apply_threads(tc.threads, est.step_flops(min(tc.batch_size, len(train_idx))))
     params = est.trainable_parameters()
-    opt = torch.optim.Adam(params, lr=tc.lr)
+    opt = torch.optim.Adam(params, lr=tc.lr, foreach=True)  # one kernel per update op for all tensors
     guard = FiniteGuard(params)
     batch_gen = torch.Generator().manual_seed(tc.seed + 2)
     B = min(tc.batch_size, len(train_idx))

@@ -4,10 +4,8 @@ mle-quadrature: log p(x) ≈ logsumexp_g [log w_g + log p_theta(x | u_g)] on a f
 (m <= 3). Its autograd gradient is sum_g softmax_g(...) grad log p(x | u_g): Fisher's identity with the
 posterior replaced by its quadrature weights. Biased when the grid does not resolve p(z | x).
 
-mle-adaptive: the grid is laid on a per-point Gaussian N(mu_x, L_x L_x^T), z_g = mu_x + L_x u_g, so narrow
-posteriors are resolved; mu_x and L_x are the posterior mean and covariance that the point's last visit
-computed from its own weights (no extra decoder pass), or the Laplace approximation on a first visit and
-at the periodic global searches (likelihood/laplace.py: AdaptiveGrids).
+mle-adaptive: the grid is centred at each point's posterior mode and scaled by the Gauss-Newton
+curvature there (refreshed every step from warm-started modes), so narrow posteriors are resolved.
 """
 
 from __future__ import annotations
@@ -15,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..likelihood.laplace import AdaptiveGrids
-from ..likelihood.quadrature import adaptive_terms, hermite_grid, log_lik_matrix, log_marginal_dense
+from ..likelihood.laplace import WarmLaplace
+from ..likelihood.quadrature import hermite_grid, log_lik_matrix, log_marginal_adaptive, log_marginal_dense
 from ..networks import Decoder
 from .base import Estimator, Objective
 
@@ -54,18 +52,17 @@ class AdaptiveGaussHermiteMLE(Estimator):
         u, lw = hermite_grid(decoder.m, nodes, dtype=torch.float32)
         self.register_buffer("u", u)
         self.register_buffer("logw", lw)
-        self.grids = AdaptiveGrids(n_train, decoder.m)
+        self.laplace = WarmLaplace(n_train, decoder.m)
 
     def decoder_rows(self, batch: int) -> int:
-        return batch * self.u.shape[0]
+        return batch * (self.u.shape[0] + self.decoder.m + 2)  # the grid, the Jacobian pass, the step check
 
     def objective(self, x: Tensor, idx: Tensor, step: int) -> Objective:
-        centre, chol = self.grids.grids(self.decoder, x, idx)
-        z, terms = adaptive_terms(self.decoder, x, centre, chol, self.u, self.logw)  # (B, G, m), (B, G)
-        self.grids.record(idx, z, terms)
-        value = torch.logsumexp(terms, dim=-1).mean()
+        mode, chol = self.laplace.update(self.decoder, x, idx)
+        ll = log_marginal_adaptive(self.decoder, x, mode, chol, self.u, self.logw)  # (B,)
+        value = ll.mean()
         return Objective(value, float(value.detach()))
 
     def inferred_latents(self, x: Tensor) -> Tensor:
-        """The stored posterior means of the first rows (the live plot shows training points)."""
-        return self.grids.stored_modes(x.shape[0]).to(x.dtype)
+        """The stored posterior modes of the first rows (the live plot shows training points)."""
+        return self.laplace.stored_modes(x.shape[0]).to(x.dtype)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..model import LatentGaussianModel, log_joint, log_likelihood, log_prior
-from .quadrature import hermite_grid, posterior_moments
+from .quadrature import hermite_grid
 
 RESTART_EVERY = 32  # visits between a training point's global searches among the candidate starts
 FIRST_VISIT_STEPS = 4  # Gauss-Newton steps on a point's first visit (later visits: one)
@@ -151,59 +151,3 @@ class WarmLaplace(torch.nn.Module):
         """The stored modes of the first `rows` training points (what the live plots show)."""
         return self.modes[:rows]
 
-
-class AdaptiveGrids(torch.nn.Module):
-    """Per-training-point Gaussians N(centre, L L^T) on which the adaptive Gauss-Hermite rule is laid,
-    refined at each visit by that rule's own posterior moments (Naylor & Smith 1982; gllamm's adaptive
-    quadrature): the next visit's centre and covariance are E[z | x] and Cov[z | x] under the last one's
-    weights, which costs no decoder pass. Both are exact at the fixed point for a Gaussian posterior.
-
-    On a point's first visit, and after a visit whose weights fell on fewer than MIN_EFFECTIVE_NODES nodes
-    (the grid missed the posterior's width), the Gaussian is the Laplace approximation from the best of the
-    centre and the candidate starts (FIRST_VISIT_STEPS Gauss-Newton steps). Every RESTART_EVERY visits the
-    candidates are compared with the centre, and a point that one of them beats gets the Laplace
-    approximation from there, so that it can move to a higher posterior mode as theta changes.
-    """
-
-    MIN_EFFECTIVE_NODES = 1.5
-
-    def __init__(self, n_train: int, m: int):
-        super().__init__()
-        self.register_buffer("candidates", candidate_starts(m))  # (C, m)
-        self.register_buffer("centres", torch.zeros(n_train, m))  # (N_train, m)
-        self.register_buffer("chols", torch.eye(m).repeat(n_train, 1, 1))  # (N_train, m, m)
-        self.register_buffer("visits", torch.zeros(n_train, dtype=torch.long))  # (N_train,)
-        self.register_buffer("stale", torch.zeros(n_train, dtype=torch.bool))  # (N_train,)
-
-    @torch.no_grad()
-    def grids(self, model: LatentGaussianModel, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
-        """The Gaussians of rows `idx` for this visit: centre (B, m), chol (B, m, m)."""
-        centre, chol = self.centres[idx].to(x.dtype), self.chols[idx].to(x.dtype)
-        visits = self.visits[idx]
-        fresh = (visits == 0) | self.stale[idx]
-        search = ((visits % RESTART_EVERY == 0) & ~fresh).nonzero().squeeze(1)
-        if search.numel():  # a global search: a point moves only where a candidate beats its centre
-            start = best_start(model, x[search], centre[search], self.candidates.to(x.dtype))
-            fresh[search[(start != centre[search]).any(-1)]] = True
-            centre[search] = start
-        due = fresh.nonzero().squeeze(1)
-        if due.numel():
-            centre[due], chol[due] = laplace(model, x[due], centre[due], self.candidates.to(x.dtype),
-                                             FIRST_VISIT_STEPS)
-        self.visits[idx] = visits + 1
-        return centre, chol
-
-    @torch.no_grad()
-    def record(self, idx: Tensor, z: Tensor, terms: Tensor) -> None:
-        """Store the rule's posterior moments for the next visit: z (B, G, m) and terms (B, G) of this one."""
-        mean, cov, ess = posterior_moments(z.detach(), terms.detach())
-        chol, info = torch.linalg.cholesky_ex(cov)
-        ok = (info == 0) & (ess >= self.MIN_EFFECTIVE_NODES) & torch.isfinite(mean).all(-1)
-        self.stale[idx] = ~ok
-        keep = ok.nonzero().squeeze(1)
-        self.centres[idx[keep]] = mean[keep].to(self.centres.dtype)
-        self.chols[idx[keep]] = chol[keep].to(self.chols.dtype)
-
-    def stored_modes(self, rows: int) -> Tensor:
-        """The stored centres (posterior means) of the first `rows` training points, for the live plots."""
-        return self.centres[:rows]

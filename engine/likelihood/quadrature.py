@@ -79,33 +79,15 @@ def log_marginal_dense(model: LatentGaussianModel, x: Tensor, u: Tensor, logw: T
     return torch.cat(out)
 
 
-def adaptive_terms(model: LatentGaussianModel, x: Tensor, centre: Tensor, chol: Tensor, u: Tensor,
-                   logw: Tensor) -> tuple[Tensor, Tensor]:
-    """The adaptive rule's nodes z_g = mu + L u_g and terms log w_g + log p(x, z_g) - log N(u_g) + log |L|:
-    x (B, n), centre (B, m), chol (B, m, m), u (G, m) -> z (B, G, m), terms (B, G)."""
-    z = centre.unsqueeze(1) + torch.einsum("bij,gj->bgi", chol, u)  # (B, G, m)
-    log_det = torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1, keepdim=True)  # (B, 1)
-    return z, logw + log_joint(model, x, z) - log_prior(u) + log_det
-
-
 def log_marginal_adaptive(model: LatentGaussianModel, x: Tensor, mode: Tensor, chol: Tensor,
                           u: Tensor, logw: Tensor) -> Tensor:
-    """Adaptive Gauss-Hermite estimate of log p(x_b) = logsumexp_g terms_g (`adaptive_terms`).
+    """Adaptive Gauss-Hermite estimate of log p(x_b).
 
     x (B, n); mode (B, m) and chol (B, m, m) the Cholesky factor of the proposal covariance, treated as
     constants (the exact integral does not depend on them, so neither does its gradient); u (G, m).
     Returns (B,).
     """
-    return torch.logsumexp(adaptive_terms(model, x, mode, chol, u, logw)[1], dim=-1)
-
-
-@torch.no_grad()
-def posterior_moments(z: Tensor, terms: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Posterior mean and covariance from a quadrature's nodes and terms, w_g = softmax_g(terms):
-    E[z | x] = sum_g w_g z_g,  Cov = sum_g w_g (z_g - E)(z_g - E)^T.
-    z (B, G, m), terms (B, G) -> mean (B, m), cov (B, m, m), and the effective node count 1 / sum_g w_g^2."""
-    w = torch.softmax(terms, dim=-1)  # (B, G)
-    mean = (w.unsqueeze(-1) * z).sum(1)
-    d = z - mean.unsqueeze(1)
-    cov = torch.einsum("bg,bgi,bgj->bij", w, d, d)
-    return mean, cov, 1.0 / w.pow(2).sum(-1)
+    z = mode.unsqueeze(1) + torch.einsum("bij,gj->bgi", chol, u)  # (B, G, m)
+    log_det = torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1, keepdim=True)  # (B, 1)
+    terms = logw + log_joint(model, x, z) - log_prior(u) + log_det  # (B, G)
+    return torch.logsumexp(terms, dim=-1)
