@@ -18,7 +18,16 @@ import torch
 from engine.cli import COMPARE_COLUMNS
 from engine.cli import main as cli_main
 from engine.config import DecoderConfig, EstimatorConfig, RunConfig, SimulationConfig, TrainingConfig
-from engine.estimators.vae import VariationalAutoencoder, elbo, gaussian_kl_to_prior, iwae_bound, iwae_log_weights
+from engine.estimators import build_estimator
+from engine.estimators.vae import (
+    ELBOVAE,
+    IWAE,
+    EncoderEstimator,
+    elbo,
+    gaussian_kl_to_prior,
+    iwae_bound,
+    iwae_log_weights,
+)
 from engine.evaluate import posterior_means
 from engine.likelihood.quadrature import log_marginal_dense, uniform_grid
 from engine.networks import Decoder, Encoder
@@ -106,10 +115,11 @@ def _orthogonal_columns(n: int, m: int, scales: list[float], seed: int) -> torch
     return Q * torch.tensor(scales, dtype=F64)
 
 
-def _estimator(dec: Decoder, name: str, seed: int, **kw) -> VariationalAutoencoder:
+def _estimator(dec: Decoder, name: str, seed: int, **kw) -> EncoderEstimator:
     cfg = EstimatorConfig(name=name, **kw)
     cfg.validate()
-    est = VariationalAutoencoder(dec, 100, cfg, torch.Generator().manual_seed(seed))
+    est = build_estimator(cfg, dec, 100, torch.Generator().manual_seed(seed))
+    assert isinstance(est, ELBOVAE if name == "vae" else IWAE) and est.name == name
     est.encoder.double()
     return est
 
@@ -352,7 +362,7 @@ def test_estimator_surrogate_gradient_matches_finite_differences(small_pair, nam
 # --------------------------------------------------------------------- 4. DReG vs the plain IWAE gradient
 
 
-def _gradients(est: VariationalAutoencoder, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _gradients(est: EncoderEstimator, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     est.gen.manual_seed(seed)
     est.zero_grad(set_to_none=True)
     obj = est.objective(x, torch.arange(len(x)), step=1)
@@ -430,6 +440,41 @@ def test_vae_on_linear_data_reaches_the_ppca_optimum(vae_sigma):
         gap = float((torch.as_tensor(gaussian_loglik(x_te, b, cov))
                      - elbo(dec64, enc64, xt, torch.Generator().manual_seed(0), draws=64)).mean())
     assert -0.01 < gap < 0.05, gap
+
+
+# ------------------------------------------- 5b. the estimators' values are the module-level bounds
+
+
+@pytest.mark.parametrize("vae_sigma", ["learned", "closed_form"])
+@pytest.mark.parametrize(("name", "K", "dreg"), [("vae", 1, False), ("iwae", 6, False), ("iwae", 6, True)])
+def test_estimator_value_is_the_module_level_bound_on_the_same_draws(vae_sigma, name, K, dreg):
+    """ELBOVAE's value (beta = 1) is elbo(), IWAE's (plain or DReG) is iwae_bound(), on the same draws: the
+    estimator's generator and a fresh one with the same seed give the same eps and end in the same state.
+    With the closed-form sigma the bound is taken at the sigma the step has just set."""
+    dec = _decoder(3, 2, (5,), 0.3, seed=61)
+    kw = {"dreg": dreg} if name == "iwae" else {}
+    est = _estimator(dec, name, seed=0, samples=K, encoder_hidden=(4,), vae_sigma=vae_sigma, **kw)
+    _randomise(est.encoder, 62, gain=0.8)
+    x = _sample(dec, 24, seed=63)
+    sigma_before = dec.sigma().detach().clone()
+    est.gen.manual_seed(17)
+    obj = est.objective(x, torch.arange(24), step=1)
+    ref_gen = torch.Generator().manual_seed(17)
+    with torch.no_grad():
+        ref = elbo(dec, est.encoder, x, ref_gen) if name == "vae" else iwae_bound(dec, est.encoder, x, K, ref_gen)
+    assert ref.shape == (24,)
+    assert obj.value == pytest.approx(float(ref.mean()), rel=0, abs=1e-12)
+    assert float(obj.surrogate.detach()) == pytest.approx(float(ref.mean()), rel=0, abs=1e-12)
+    assert torch.equal(est.gen.get_state(), ref_gen.get_state())  # the same number of draws
+    moved = not torch.equal(dec.sigma(), sigma_before)
+    assert moved == (vae_sigma == "closed_form")
+    if name == "vae":
+        assert obj.logs["beta"] == 1.0
+        with torch.no_grad():
+            mu, log_s = est.encoder(x)
+        assert obj.logs["kl"] == pytest.approx(float(gaussian_kl_to_prior(mu, log_s).mean()), rel=0, abs=1e-12)
+    else:
+        assert est.dreg is dreg and not hasattr(_estimator(dec, "vae", seed=0), "dreg")
 
 
 # ------------------------------------------------------------- 6. KL warm-up and closed-form sigma

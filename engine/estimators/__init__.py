@@ -10,7 +10,7 @@ from .base import Estimator, Objective
 from .importance import ImportanceSamplingMLE
 from .mcem import MonteCarloEM
 from .quadrature import AdaptiveGaussHermiteMLE, GaussHermiteMLE
-from .vae import VariationalAutoencoder
+from .vae import ELBOVAE, IWAE
 
 # one line each: what the objective is, its bias and its cost (shown in the GUI and the docs)
 SUMMARIES = {
@@ -40,7 +40,10 @@ def build_estimator(cfg: EstimatorConfig, decoder: Decoder, n_train: int, gen: t
     if cfg.name == "mle-mcem":
         return MonteCarloEM(decoder, n_train, cfg.sampler, cfg.mcmc_steps, cfg.leapfrog_steps,
                             cfg.target_accept, gen)
-    return VariationalAutoencoder(decoder, n_train, cfg, gen)
+    closed_form_sigma = cfg.vae_sigma == "closed_form"
+    if cfg.name == "vae":
+        return ELBOVAE(decoder, n_train, gen, cfg.encoder_hidden, cfg.beta, cfg.warmup_steps, closed_form_sigma)
+    return IWAE(decoder, n_train, cfg.samples, gen, cfg.encoder_hidden, cfg.dreg, closed_form_sigma)
 
 
 __all__ = ["SUMMARIES", "Estimator", "Objective", "build_estimator"]

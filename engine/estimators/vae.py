@@ -1,14 +1,22 @@
-"""The VAE for the model (`vae`, `iwae`): encoder q_phi(z | x) = N(mu_phi(x), diag s_phi(x)^2).
+"""The VAE bounds for the model: encoder q_phi(z | x) = N(mu_phi(x), diag s_phi(x)^2), draws reparameterised.
 
-ELBO (Kingma & Welling 2014), with the KL to N(0, I) in closed form and one reparameterised draw
-z = mu + s * eps:
+Two estimators, each named by the bound it maximises (as Pyro names its `Trace_ELBO`, `RenyiELBO`):
+`ELBOVAE` (`vae`) and `IWAE` (`iwae`), on a common `EncoderEstimator` (the encoder, its parameters, the
+inferred latents, the closed-form sigma). Both compute their objective with the module-level functions
+below, which the tests check against exact references.
+
+Draws: z_k = mu + s * eps_k, eps_k ~ N(0, I_m), k = 1..K, one (B, K, m) block from the run's generator.
+
+ELBO (Kingma & Welling 2014), with the KL to N(0, I) in closed form:
     ELBO(x) = E_q log p_theta(x | z) - KL(q || p),  KL = 1/2 sum_j (mu_j^2 + s_j^2 - 1 - log s_j^2).
-The trained objective is E_q log p(x | z) - beta_t KL with beta_t ramped linearly over the warm-up.
+`ELBOVAE` trains E_q log p(x | z) - beta_t KL with beta_t ramped linearly over the warm-up, and reports the
+ELBO itself (beta = 1); both from the same terms (`elbo_terms`).
 
 IWAE_K (Burda et al. 2015):  L_K(x) = E log (1/K) sum_k w_k,  w_k = p_theta(x, z_k) / q_phi(z_k | x);
 L_1 = ELBO <= L_K <= L_{K+1} <= log p(x). The encoder gradient is either the plain reparameterised one
-or DReG (Tucker et al. 2019): sum_k w~_k^2 d log w_k / d z_k * d z_k / d phi, with q's parameters
-stopped inside log w, which removes the score-function term whose variance grows with K.
+or, with `dreg`, DReG (Tucker et al. 2019): sum_k w~_k^2 d log w_k / d z_k * d z_k / d phi, with q's
+parameters stopped inside log w, which removes the score-function term whose variance grows with K
+(`dreg_surrogate`).
 
 sigma: learned by gradient (with the decoder's floor), or set every step in closed form to its optimum
 given the draws, sigma^2 = mean squared reconstruction error (the calibrated decoder, "sigma-VAE").
@@ -16,14 +24,30 @@ given the draws, sigma^2 = mean squared reconstruction error (the calibrated dec
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
-from ..config import EstimatorConfig
 from ..likelihood.importance import log_mean_exp
-from ..model import LOG_2PI, log_joint, log_likelihood, log_prior
+from ..model import LOG_2PI, log_joint, log_likelihood
 from ..networks import Decoder, Encoder
 from .base import Estimator, Objective
+
+
+class Draws(NamedTuple):
+    """The encoder's output for a batch and K reparameterised draws from it."""
+
+    mu: Tensor  # (B, m)
+    log_s: Tensor  # (B, m)
+    z: Tensor  # (B, K, m), z = mu + s * eps
+
+
+def draw_latents(encoder: Encoder, x: Tensor, K: int, gen: torch.Generator | None) -> Draws:
+    """Encode x (B, n) and draw z_k = mu + s * eps_k, eps (B, K, m) ~ N(0, I) from `gen` in one call."""
+    mu, log_s = encoder(x)
+    eps = torch.randn(x.shape[0], K, mu.shape[-1], generator=gen, dtype=x.dtype, device=x.device)
+    return Draws(mu, log_s, mu.unsqueeze(1) + log_s.exp().unsqueeze(1) * eps)
 
 
 def gaussian_kl_to_prior(mu: Tensor, log_s: Tensor) -> Tensor:
@@ -37,50 +61,95 @@ def log_q(z: Tensor, mu: Tensor, log_s: Tensor) -> Tensor:
     return -0.5 * r.pow(2).sum(-1) - log_s.sum(-1, keepdim=True) - 0.5 * z.shape[-1] * LOG_2PI
 
 
+def elbo_terms(decoder: Decoder, x: Tensor, d: Draws) -> tuple[Tensor, Tensor]:
+    """The ELBO's two terms per point on given draws: (rec, kl), each (B,), ELBO_beta = rec - beta * kl.
+
+    rec = (1/K) sum_k log p_theta(x | z_k), the Monte Carlo estimate of E_q log p(x | z);
+    kl = KL(q(z | x) || N(0, I)) in closed form.
+    """
+    rec = log_likelihood(x.unsqueeze(1), decoder.mean(d.z), decoder.sigma()).mean(1)  # (B, K) -> (B,)
+    return rec, gaussian_kl_to_prior(d.mu, d.log_s)
+
+
 def elbo(decoder: Decoder, encoder: Encoder, x: Tensor, gen: torch.Generator | None, beta: float = 1.0,
          draws: int = 1) -> Tensor:
     """ELBO per point with `draws` reparameterised draws and the analytic KL: (B, n) -> (B,)."""
-    mu, log_s = encoder(x)
-    eps = torch.randn(x.shape[0], draws, mu.shape[-1], generator=gen, dtype=x.dtype, device=x.device)
-    z = mu.unsqueeze(1) + log_s.exp().unsqueeze(1) * eps  # (B, K, m)
-    rec = log_likelihood(x.unsqueeze(1), decoder.mean(z), decoder.sigma()).mean(1)
-    return rec - beta * gaussian_kl_to_prior(mu, log_s)
+    rec, kl = elbo_terms(decoder, x, draw_latents(encoder, x, draws, gen))
+    return rec - beta * kl
+
+
+def log_weights(decoder: Decoder, x: Tensor, d: Draws) -> Tensor:
+    """log w_k = log p(x, z_k) - log q(z_k | x) on given draws: x (B, n) -> (B, K)."""
+    return log_joint(decoder, x, d.z) - log_q(d.z, d.mu, d.log_s)
 
 
 def iwae_log_weights(decoder: Decoder, encoder: Encoder, x: Tensor, K: int,
                      gen: torch.Generator | None) -> Tensor:
     """log w_k = log p(x, z_k) - log q(z_k | x) with reparameterised z_k: (B, n) -> (B, K)."""
-    mu, log_s = encoder(x)
-    eps = torch.randn(x.shape[0], K, mu.shape[-1], generator=gen, dtype=x.dtype, device=x.device)
-    z = mu.unsqueeze(1) + log_s.exp().unsqueeze(1) * eps
-    return log_joint(decoder, x, z) - log_q(z, mu, log_s)
+    return log_weights(decoder, x, draw_latents(encoder, x, K, gen))
+
+
+def iwae_bound_at(decoder: Decoder, x: Tensor, d: Draws) -> Tensor:
+    """IWAE_K per point on given draws: log (1/K) sum_k w_k, x (B, n) -> (B,)."""
+    return log_mean_exp(log_weights(decoder, x, d))
 
 
 def iwae_bound(decoder: Decoder, encoder: Encoder, x: Tensor, K: int, gen: torch.Generator | None) -> Tensor:
-    """IWAE_K per point: (B, n) -> (B,)."""
-    return log_mean_exp(iwae_log_weights(decoder, encoder, x, K, gen))
+    """IWAE_K per point with K reparameterised draws: (B, n) -> (B,)."""
+    return iwae_bound_at(decoder, x, draw_latents(encoder, x, K, gen))
 
 
-class VariationalAutoencoder(Estimator):
-    """`vae` (ELBO) and `iwae` (importance-weighted bound with K draws; optional DReG)."""
+class _StoppedDecoder:
+    """The decoder with its parameters and sigma stopped (the model protocol of `log_joint`): a gradient
+    through it reaches only z."""
 
-    def __init__(self, decoder: Decoder, n_train: int, cfg: EstimatorConfig, gen: torch.Generator):
+    def __init__(self, decoder: Decoder):
+        self.n, self.m = decoder.n, decoder.m
+        self._decoder = decoder
+        self._params = {k: v.detach() for k, v in decoder.named_parameters()}
+        self._sigma = decoder.sigma().detach()
+
+    def mean(self, z: Tensor) -> Tensor:
+        return torch.func.functional_call(self._decoder, self._params, (z,))
+
+    def sigma(self) -> Tensor:
+        return self._sigma
+
+
+def dreg_surrogate(decoder: Decoder, x: Tensor, d: Draws) -> tuple[Tensor, Tensor]:
+    """The DReG surrogate of IWAE_K and the bound itself, both averaged over the batch: (scalar, scalar).
+
+    bound = mean_b log (1/K) sum_k w_k with the draws detached: its gradient is the decoder's,
+    sum_k w~_k d log p_theta(x, z_k) / d theta.
+    surrogate = bound + S - sg(S),  S = mean_b sum_k sg(w~_k^2) log w_k(z_k(phi)), with the decoder's
+    parameters and q's parameters inside log q stopped: its encoder gradient is
+    sum_k w~_k^2 d log w_k / d z_k * d z_k / d phi. The surrogate's value equals the bound's.
+    """
+    mu, log_s = d.mu.detach(), d.log_s.detach()
+    lw_dec = log_weights(decoder, x, Draws(mu, log_s, d.z.detach()))  # (B, K), gradient to theta only
+    bound = log_mean_exp(lw_dec).mean()
+    lw_enc = log_weights(_StoppedDecoder(decoder), x, Draws(mu, log_s, d.z))  # (B, K), gradient through z only
+    w = torch.softmax(lw_dec, -1).detach()  # w~_k, normalised weights (B, K)
+    score = (w.pow(2) * lw_enc).sum(-1).mean()
+    return bound + score - score.detach(), bound
+
+
+class EncoderEstimator(Estimator):
+    """What `ELBOVAE` and `IWAE` share: the encoder q_phi(z | x), its draws (K per point) from the run's
+    generator, and the optional closed-form sigma, set from each step's draws before the bound."""
+
+    def __init__(self, decoder: Decoder, n_train: int, K: int, gen: torch.Generator,
+                 encoder_hidden: tuple[int, ...], closed_form_sigma: bool):
         super().__init__(decoder, n_train)
-        self.name = cfg.name
-        self.value_label = "ELBO" if cfg.name == "vae" else f"IWAE bound (K = {cfg.samples})"
-        self.K = 1 if cfg.name == "vae" else cfg.samples
-        self.beta, self.warmup, self.dreg = cfg.beta, cfg.warmup_steps, cfg.dreg and cfg.name == "iwae"
-        self.closed_form_sigma = cfg.vae_sigma == "closed_form"
+        self.K = K
+        self.closed_form_sigma = closed_form_sigma
         self.gen = gen
-        self.encoder = Encoder(decoder.n, decoder.m, tuple(cfg.encoder_hidden), decoder.activation)
+        self.encoder = Encoder(decoder.n, decoder.m, tuple(encoder_hidden), decoder.activation)
         if self.closed_form_sigma:
             decoder.rho.requires_grad_(False)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return super().trainable_parameters() + list(self.encoder.parameters())
-
-    def beta_at(self, step: int) -> float:
-        return self.beta * min(1.0, step / self.warmup) if self.warmup > 0 else self.beta
 
     def _calibrate_sigma(self, x: Tensor, z: Tensor) -> None:
         """sigma^2 = mean squared residual (per coordinate for a per-dimension sigma)."""
@@ -89,35 +158,58 @@ class VariationalAutoencoder(Estimator):
             s2 = sq.mean((0, 1)) if self.decoder.sigma_mode == "per_dim" else sq.mean()
             self.decoder.set_sigma(s2.sqrt())
 
-    def objective(self, x: Tensor, idx: Tensor, step: int) -> Objective:
-        mu, log_s = self.encoder(x)  # (B, m) each
-        eps = torch.randn(x.shape[0], self.K, mu.shape[-1], generator=self.gen, dtype=x.dtype, device=x.device)
-        z = mu.unsqueeze(1) + log_s.exp().unsqueeze(1) * eps  # (B, K, m)
+    def draws(self, x: Tensor) -> Draws:
+        """This step's K draws per point (B, K, m); sets the closed-form sigma from them when enabled."""
+        d = draw_latents(self.encoder, x, self.K, self.gen)
         if self.closed_form_sigma:
-            self._calibrate_sigma(x, z)
-        if self.name == "vae":
-            beta = self.beta_at(step)
-            rec = log_likelihood(x.unsqueeze(1), self.decoder.mean(z), self.decoder.sigma()).mean(1)
-            kl = gaussian_kl_to_prior(mu, log_s)
-            surrogate = (rec - beta * kl).mean()
-            value = float((rec - kl).mean().detach())
-            return Objective(surrogate, value, {"kl": float(kl.mean().detach()), "beta": beta})
-        if not self.dreg:
-            lw = log_joint(self.decoder, x, z) - log_q(z, mu, log_s)  # (B, K)
-            bound = log_mean_exp(lw).mean()
-            return Objective(bound, float(bound.detach()))
-        # DReG: decoder gradient from the bound with z held fixed; encoder gradient only through z
-        lw_dec = log_joint(self.decoder, x, z.detach()) - log_q(z.detach(), mu.detach(), log_s.detach())
-        bound = log_mean_exp(lw_dec).mean()
-        params = {k: v.detach() for k, v in self.decoder.named_parameters()}
-        mean_z = torch.func.functional_call(self.decoder, params, (z,))
-        lw_enc = (log_likelihood(x.unsqueeze(1), mean_z, self.decoder.sigma().detach())
-                  + log_prior(z) - log_q(z, mu.detach(), log_s.detach()))
-        w = torch.softmax(lw_dec, -1).detach()
-        surrogate = bound + (w.pow(2) * lw_enc).sum(-1).mean() - (w.pow(2) * lw_enc).sum(-1).mean().detach()
-        return Objective(surrogate, float(bound.detach()))
+            self._calibrate_sigma(x, d.z)
+        return d
 
     def inferred_latents(self, x: Tensor) -> Tensor:
         """Encoder means."""
         with torch.no_grad():
             return self.encoder(x)[0]
+
+
+class ELBOVAE(EncoderEstimator):
+    """`vae`: the ELBO with one draw and the analytic KL; KL weight beta_t = beta min(1, t / warmup)."""
+
+    name = "vae"
+    value_label = "ELBO"
+
+    def __init__(self, decoder: Decoder, n_train: int, gen: torch.Generator, encoder_hidden: tuple[int, ...],
+                 beta: float = 1.0, warmup_steps: int = 0, closed_form_sigma: bool = False):
+        super().__init__(decoder, n_train, 1, gen, encoder_hidden, closed_form_sigma)
+        self.beta, self.warmup = beta, warmup_steps
+
+    def beta_at(self, step: int) -> float:
+        return self.beta * min(1.0, step / self.warmup) if self.warmup > 0 else self.beta
+
+    def objective(self, x: Tensor, idx: Tensor, step: int) -> Objective:
+        """Surrogate mean(rec - beta_t kl); value the ELBO mean(rec - kl); logs the mean KL and beta_t."""
+        beta = self.beta_at(step)
+        rec, kl = elbo_terms(self.decoder, x, self.draws(x))  # (B,) each
+        surrogate = (rec - beta * kl).mean()
+        value = float((rec - kl).mean().detach())
+        return Objective(surrogate, value, {"kl": float(kl.mean().detach()), "beta": beta})
+
+
+class IWAE(EncoderEstimator):
+    """`iwae`: IWAE_K with K draws per point; the encoder gradient plain reparameterised or DReG."""
+
+    name = "iwae"
+
+    def __init__(self, decoder: Decoder, n_train: int, K: int, gen: torch.Generator,
+                 encoder_hidden: tuple[int, ...], dreg: bool = False, closed_form_sigma: bool = False):
+        super().__init__(decoder, n_train, K, gen, encoder_hidden, closed_form_sigma)
+        self.dreg = dreg
+        self.value_label = f"IWAE bound (K = {K})"
+
+    def objective(self, x: Tensor, idx: Tensor, step: int) -> Objective:
+        """Value mean_b IWAE_K(x_b); surrogate the bound itself, or its DReG surrogate (same value)."""
+        d = self.draws(x)
+        if self.dreg:
+            surrogate, bound = dreg_surrogate(self.decoder, x, d)
+            return Objective(surrogate, float(bound.detach()))
+        bound = iwae_bound_at(self.decoder, x, d).mean()  # (B,) -> scalar
+        return Objective(bound, float(bound.detach()))
