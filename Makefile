@@ -20,8 +20,10 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
 
 bench: $(STAMP)
+	$(VENV)/bin/python -m pip install -q -c $(CONSTRAINTS) -e '.[bench]'
 	$(VENV)/bin/python bench/bench_speed.py
-	$(VENV)/bin/python bench/bench_accuracy.py
+	$(VENV)/bin/python bench/bench_load.py
+	$(VENV)/bin/python bench/bench_budget.py
 
 BUNDLE_BUDGET_MB ?= 800
 
