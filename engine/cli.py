@@ -257,7 +257,7 @@ def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, out: Path, qui
         bar(p)
 
     try:
-        result = fit(cfg, data, test, progress, stop.pending.is_set, stop.pending.is_set)
+        result = fit(cfg, data, test, progress, stop.pending.is_set, stop.pending.is_set, snapshots=False)
     finally:
         bar.close()
     save_run(result, out)

@@ -275,14 +275,14 @@ def section_from_dict(cls: type, d: Any, prefix: str) -> Any:
 # Grid points per training point that a default node count may use: nodes^m of them go through the
 # decoder for every point of a batch (mle-adaptive), or once per batch (mle-quadrature's fixed grid).
 ADAPTIVE_GRID_BUDGET = 16
-FIXED_GRID_BUDGET = 1024
+FIXED_GRID_BUDGET = 256
 MAX_GRID_POINTS = 20_000
 
 
 def default_nodes(name: str, m: int) -> int:
     """Gauss-Hermite nodes per dimension taken when `nodes` is None: the most whose tensor grid fits the
     budget, between 2 and 20 (mle-adaptive: 16 points per datum, e.g. 16 for m = 1, 4 for m = 2, 2 for
-    m = 3 and 4) or 200 (mle-quadrature: 1024 points per batch, e.g. 32 for m = 2)."""
+    m = 3 and 4) or 200 (mle-quadrature: 256 points per batch, e.g. 200 for m = 1, 16 for m = 2, 6 for m = 3)."""
     budget, cap = (FIXED_GRID_BUDGET, 200) if name == "mle-quadrature" else (ADAPTIVE_GRID_BUDGET, 20)
     nodes = 2
     while nodes < cap and (nodes + 1) ** m <= budget:

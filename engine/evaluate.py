@@ -25,7 +25,7 @@ from .latents import mean_corr_coef, procrustes_r2
 from .likelihood.diagnostics import KHAT_WARN, effective_sample_size, pareto_khat
 from .likelihood.importance import DEFENSIVE_WEIGHT, GaussianProposal, log_mean_exp, log_weights
 from .likelihood.laplace import laplace
-from .likelihood.quadrature import log_marginal_dense, uniform_grid
+from .likelihood.quadrature import grid_terms, log_marginal_dense, uniform_grid
 from .model import LatentGaussianModel, log_joint
 
 CHUNK_POINTS = 256  # points scored between two progress reports and stop checks
@@ -98,21 +98,9 @@ class GridMeans:
         return out
 
 
-def _grid_terms(x: torch.Tensor, mean: torch.Tensor, sigma: torch.Tensor,
-                logw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log w_g + log N(x_b; g(u_g), diag sigma^2) = T_bg + r_b, without forming the distances (one fused
-    matrix product: the evaluator's hot loop):  T_bg = x_b.g_g / sigma^2 + log w_g - ||g_g / sigma||^2 / 2,
-    r_b = -||x_b / sigma||^2 / 2 - sum log sigma - n/2 log 2 pi.  x (B, n), mean (G, n) -> T (B, G), r (B,)."""
-    n = x.shape[-1]
-    s = sigma.expand(n) if sigma.dim() == 0 else sigma
-    xs, ms = x / s, mean / s
-    T = torch.addmm(logw - 0.5 * ms.pow(2).sum(-1), xs, ms.T)  # (B, G)
-    return T, -0.5 * xs.pow(2).sum(-1) - s.log().sum() - 0.5 * n * math.log(2 * math.pi)
-
-
 def _grid_logsumexp(x: torch.Tensor, mean: torch.Tensor, sigma: torch.Tensor, logw: torch.Tensor) -> torch.Tensor:
     """logsumexp_g [log w_g + log p(x_b | u_g)]: (B, n) -> (B,)."""
-    T, r = _grid_terms(x, mean, sigma, logw)
+    T, r = grid_terms(x, mean, sigma, logw)
     return torch.logsumexp(T, dim=-1) + r
 
 
@@ -286,7 +274,7 @@ def posterior_means(model: LatentGaussianModel, x: np.ndarray | torch.Tensor, *,
         xt = torch.as_tensor(x[i: i + CHUNK_POINTS], dtype=torch.float64, device=device)
         if grid is not None:
             u, lw, mean = grid
-            out.append(torch.softmax(_grid_terms(xt, mean, model.sigma(), lw)[0], dim=-1) @ u)
+            out.append(torch.softmax(grid_terms(xt, mean, model.sigma(), lw)[0], dim=-1) @ u)
         else:
             prop = laplace_proposal(model, xt, seed)
             z = prop.sample(samples, gen)  # (b, K, m)

@@ -39,7 +39,7 @@ def activation_derivative(name: str):
     return {
         "tanh": lambda u, a: 1.0 - a * a,
         "relu": lambda u, a: (u > 0).to(u.dtype),
-        "leaky_relu": lambda u, a: torch.where(u > 0, 1.0, 0.2).to(u.dtype),
+        "leaky_relu": lambda u, a: 0.2 + 0.8 * (u > 0).to(u.dtype),
         "elu": lambda u, a: torch.where(u > 0, 1.0, a + 1.0).to(u.dtype),
         "softplus": lambda u, a: torch.sigmoid(u),
         "sigmoid": lambda u, a: a * (1.0 - a),

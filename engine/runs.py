@@ -40,13 +40,14 @@ class RunFileError(ValueError):
 
 
 def fit(config: RunConfig, data: Dataset, test: Dataset | None = None, on_progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None, stop_scoring: StopFn | None = None) -> RunResult:
+        should_stop: StopFn | None = None, stop_scoring: StopFn | None = None, snapshots: bool = True) -> RunResult:
     """Train, then score on the held-out points (what the CLI and the GUI worker both call).
 
     `should_stop()` ends the training (the run is still scored); `stop_scoring()`, checked between chunks of
     the scoring, ends that (the run comes back unscored, `metrics["scoring_stopped"]`). Before scoring,
-    `on_progress` gets {"phase": "evaluating", "fraction": 0.0}, then the fraction scored as it goes."""
-    result = train(config, data, test, on_progress, should_stop)
+    `on_progress` gets {"phase": "evaluating", "fraction": 0.0}, then the fraction scored as it goes.
+    `snapshots=False`: progress without the plot snapshots."""
+    result = train(config, data, test, on_progress, should_stop, snapshots)
     report = None
     if on_progress is not None:
         def report(fraction: float) -> None:

@@ -152,8 +152,9 @@ class FiniteGuard:
 
 
 def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_progress: ProgressFn | None = None,
-          should_stop: StopFn | None = None) -> RunResult:
-    """Fit the decoder (and encoder) by the configured estimator. See the module docstring."""
+          should_stop: StopFn | None = None, snapshots: bool = True) -> RunResult:
+    """Fit the decoder (and encoder) by the configured estimator. See the module docstring; `snapshots=False`
+    leaves the plot snapshots out of the progress dicts (the terminal draws none)."""
     config.validate()
     tc = config.training
     device = resolve_device(tc.device)
@@ -240,7 +241,7 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
         history.append(row)
         if (on_progress is not None and (step % tc.snapshot_every == 0 or last)
                 and (last or now - last_report >= 1.0 / MAX_PROGRESS_RATE)):
-            snapshot = last or now - last_snapshot >= 1.0 / SNAPSHOT_RATE
+            snapshot = snapshots and (last or now - last_snapshot >= 1.0 / SNAPSHOT_RATE)
             info = _progress(step, tc, fraction, history[reported:], heldout_now, decoder,
                              setup if reported == 0 else None, t0)
             if snapshot:

@@ -590,7 +590,7 @@ def test_empty_nodes_field_names_the_default_for_the_fitted_m(qtbot: Any, window
     name = w.estimator_panel.form.fields["name"].combo
     m = w.training_panel.decoder_form.fields["m"].spin
     assert w.config.estimator.name == "mle-adaptive" and w.config.estimator.nodes is None
-    assert nodes.line.text() == "" and nodes.line.placeholderText() == "auto: 20 for m = 1"
+    assert nodes.line.text() == "" and nodes.line.placeholderText() == "auto: 16 for m = 1"
     m.setValue(2)
     assert nodes.line.placeholderText() == f"auto: {default_nodes('mle-adaptive', 2)} for m = 2" == "auto: 4 for m = 2"
     name.setCurrentIndex(name.findData("mle-quadrature"))

@@ -57,16 +57,24 @@ def uniform_grid(m: int, nodes: int, half_width: float = 10.0, device=None,
     return u, log_prior(u) + m * torch.log(h)
 
 
+def grid_terms(x: Tensor, mean: Tensor, sigma: Tensor, logw: Tensor) -> tuple[Tensor, Tensor]:
+    """log w_g + log N(x_b; mean_g, diag sigma^2) = T_bg + r_b without forming the squared distances (one
+    fused matrix product):  T_bg = x_b.mean_g / sigma^2 + log w_g - ||mean_g / sigma||^2 / 2,
+    r_b = -||x_b / sigma||^2 / 2 - sum log sigma - n/2 log 2 pi.  x (B, n), mean (G, n), logw (G,) -> (B, G), (B,)."""
+    n = x.shape[-1]
+    s = sigma.expand(n) if sigma.dim() == 0 else sigma
+    xs, ms = x / s, mean / s
+    T = torch.addmm(logw - 0.5 * ms.pow(2).sum(-1), xs, ms.T)  # (B, G)
+    return T, -0.5 * xs.pow(2).sum(-1) - s.log().sum() - 0.5 * n * np.log(2 * np.pi)
+
+
 def log_lik_matrix(x: Tensor, mean: Tensor, sigma: Tensor) -> Tensor:
     """log N(x_b; mean_g, diag sigma^2) for every pair: x (B, n), mean (G, n) -> (B, G).
 
     Written as a distance matrix so that the grid goes through the decoder once for the whole batch.
     """
-    n = x.shape[-1]
-    s = sigma.expand(n) if sigma.dim() == 0 else sigma
-    xs, ms = x / s, mean / s
-    sq = (xs.pow(2).sum(-1, keepdim=True) - 2.0 * xs @ ms.T + ms.pow(2).sum(-1)).clamp_min(0.0)
-    return -0.5 * sq - s.log().sum() - 0.5 * n * np.log(2 * np.pi)
+    T, r = grid_terms(x, mean, sigma, torch.zeros(mean.shape[0], dtype=mean.dtype, device=mean.device))
+    return T + r.unsqueeze(-1)
 
 
 def log_marginal_dense(model: LatentGaussianModel, x: Tensor, u: Tensor, logw: Tensor,
@@ -75,7 +83,10 @@ def log_marginal_dense(model: LatentGaussianModel, x: Tensor, u: Tensor, logw: T
     mean = model.mean(u)  # (G, n)
     sigma = model.sigma()
     rows = max(1, chunk_elems // max(1, u.shape[0]))
-    out = [torch.logsumexp(log_lik_matrix(xb, mean, sigma) + logw, dim=-1) for xb in x.split(rows)]
+    out = []
+    for xb in x.split(rows):
+        T, r = grid_terms(xb, mean, sigma, logw)
+        out.append(torch.logsumexp(T, dim=-1) + r)
     return torch.cat(out)
 
 
