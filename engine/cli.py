@@ -14,7 +14,16 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from .config import ACTIVATIONS, ESTIMATORS, MIXINGS, SIGMOID_KINDS, ConfigError, RunConfig, SimulationConfig
+from .config import (
+    ACTIVATIONS,
+    ESTIMATORS,
+    MIXINGS,
+    SIGMOID_KINDS,
+    ConfigError,
+    RunConfig,
+    SimulationConfig,
+    resolved_nodes,
+)
 from .evaluate import ScoringStopped, heldout_loglik, sigma_report
 from .presets import list_presets, load_preset
 from .runs import RunFileError, dumps, fit, load_run, save_run
@@ -106,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--threads", type=_threads, help="torch intra-op threads: auto (default) or N")
         f.add_argument("--batch-size", type=int, help="minibatch size")
         f.add_argument("--lr", type=float, help="Adam learning rate")
-        f.add_argument("--nodes", type=int, help="Gauss-Hermite nodes per latent dimension")
+        f.add_argument("--nodes", type=int, help="Gauss-Hermite nodes per latent dimension (default: by m, "
+                       "the most whose grid fits: mle-adaptive 16, 4, 2 for m = 1, 2, >= 3; mle-quadrature "
+                       "200, 16, 6)")
         f.add_argument("--samples", type=int, help="K: importance samples (mle-importance, iwae)")
         f.add_argument("--sigma-min", type=float, help="sigma floor (0: none; default 1e-3 x data scale)")
         f.add_argument("--val-fraction", type=float, help="validation fraction of --data")
@@ -249,6 +260,10 @@ class _CtrlC:
 
 
 def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, out: Path, quiet: bool, stop: _CtrlC):
+    est, m = cfg.estimator, cfg.decoder.m
+    if est.name in ("mle-quadrature", "mle-adaptive") and est.nodes is None:
+        print(f"{est.name}: {resolved_nodes(est, m)} Gauss-Hermite nodes per dimension, the default for m = {m} "
+              "(--nodes sets them)", file=sys.stderr)
     bar = _Progress(cfg.training.steps, cfg.training.time_limit, cfg.estimator.name, quiet)
 
     def progress(p: dict[str, Any]) -> None:

@@ -247,3 +247,15 @@ def test_stop_during_scoring_keeps_the_trained_run_unscored():
     assert "heldout_loglik" not in met and met["steps"] == 5 and met["estimator"] == "mle-quadrature"
     assert calls[0] == 0.0 and len(calls) == 2  # stopped after one chunk of 1500 points
     assert any("scoring stopped" in w for w in met["warnings"])
+
+
+def test_fit_m4_with_the_default_nodes_from_the_command_line(tmp_path):
+    data, out = tmp_path / "d.npz", tmp_path / "run"
+    subprocess.run([sys.executable, "main.py", "simulate", "--mixing", "linear", "--n", "6", "--m", "4",
+                    "--samples", "200", "--out", str(data)], cwd=ROOT, check=True, capture_output=True)
+    p = subprocess.run([sys.executable, "main.py", "fit", "--data", str(data), "--estimator", "mle-adaptive",
+                        "--m", "4", "--hidden", "", "--steps", "3", "--quiet", "--time-limit", "60",
+                        "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "mle-adaptive: 2 Gauss-Hermite nodes per dimension, the default for m = 4" in p.stderr
+    assert (out / "run.json").exists()
