@@ -261,13 +261,13 @@ class _CtrlC:
 
 def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, out: Path, quiet: bool, stop: _CtrlC):
     est, m = cfg.estimator, cfg.decoder.m
-    if est.name in ("mle-quadrature", "mle-adaptive") and est.nodes is None:
+    if est.name in ("mle-quadrature", "mle-adaptive") and est.nodes is None and not quiet:
         print(f"{est.name}: {resolved_nodes(est, m)} Gauss-Hermite nodes per dimension, the default for m = {m} "
               "(--nodes sets them)", file=sys.stderr)
     bar = _Progress(cfg.training.steps, cfg.training.time_limit, cfg.estimator.name, quiet)
 
     def progress(p: dict[str, Any]) -> None:
-        if p.get("phase") == "evaluating" and p["fraction"] == 0.0:
+        if p.get("phase") == "evaluating" and p["fraction"] == 0.0 and p["stop_answered"]:
             stop.phase_ended()
         bar(p)
 

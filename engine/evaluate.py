@@ -25,7 +25,7 @@ from .latents import mean_corr_coef, procrustes_r2
 from .likelihood.diagnostics import KHAT_WARN, effective_sample_size, pareto_khat
 from .likelihood.importance import DEFENSIVE_WEIGHT, GaussianProposal, log_mean_exp, log_weights
 from .likelihood.laplace import laplace
-from .likelihood.quadrature import grid_terms, log_marginal_dense, uniform_grid
+from .likelihood.quadrature import log_marginal_dense, logsumexp_on_grid, posterior_mean_on_grid, uniform_grid
 from .model import LatentGaussianModel, log_joint
 
 CHUNK_POINTS = 256  # points scored between two progress reports and stop checks
@@ -98,18 +98,13 @@ class GridMeans:
         return out
 
 
-def _grid_logsumexp(x: torch.Tensor, mean: torch.Tensor, sigma: torch.Tensor, logw: torch.Tensor) -> torch.Tensor:
-    """logsumexp_g [log w_g + log p(x_b | u_g)]: (B, n) -> (B,)."""
-    T, r = grid_terms(x, mean, sigma, logw)
-    return torch.logsumexp(T, dim=-1) + r
-
-
 @torch.no_grad()
 def dense_quadrature(model: LatentGaussianModel, x: torch.Tensor, tol: float = 1e-4,
                      start: int | None = None, cap: int | None = None,
                      grids: GridMeans | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-point log p(x) by the dense trapezoidal rule, nodes per dimension doubled until
-    mean_i |log p_k(x_i) - log p_{k-1}(x_i)| < tol. Returns the values and {nodes, converged, change}."""
+    mean_i |log p_k(x_i) - log p_{k-1}(x_i)| < tol. Returns the values and {nodes, grid_points, converged,
+    last_change}."""
     m = model.m
     nodes = start or QUADRATURE_START[m]
     cap = cap or QUADRATURE_CAP[m]
@@ -119,8 +114,7 @@ def dense_quadrature(model: LatentGaussianModel, x: torch.Tensor, tol: float = 1
     change = float("inf")
     while True:
         u, lw, mean = grids(nodes)
-        rows = max(1, 2**23 // u.shape[0])
-        cur = torch.cat([_grid_logsumexp(xb, mean, sigma, lw) for xb in x.split(rows)]).cpu().numpy()
+        cur = logsumexp_on_grid(x, mean, sigma, lw, 2**23).cpu().numpy()
         if prev is not None:
             change = float(np.mean(np.abs(cur - prev)))
             if change < tol:
@@ -274,7 +268,7 @@ def posterior_means(model: LatentGaussianModel, x: np.ndarray | torch.Tensor, *,
         xt = torch.as_tensor(x[i: i + CHUNK_POINTS], dtype=torch.float64, device=device)
         if grid is not None:
             u, lw, mean = grid
-            out.append(torch.softmax(grid_terms(xt, mean, model.sigma(), lw)[0], dim=-1) @ u)
+            out.append(posterior_mean_on_grid(xt, mean, model.sigma(), u, lw))
         else:
             prop = laplace_proposal(model, xt, seed)
             z = prop.sample(samples, gen)  # (b, K, m)

@@ -76,11 +76,10 @@ def score_run(result: RunResult, data: Dataset, test: Dataset | None = None,
     SCORE_POINTS a seeded subsample of them, the same for every metric). `on_progress(fraction)` as the
     scoring goes; `should_stop()` between chunks ends it early with the metrics that need no scoring and
     `scoring_stopped` set (`evaluate --run` scores the saved run later)."""
-    held = test if test is not None else data.subset(result.heldout_idx)
-    rows = scored_rows(len(held), result.seed)
-    n_heldout = len(held)
-    if rows is not None:
-        held = held.subset(rows)
+    full = test if test is not None else data.subset(result.heldout_idx)
+    rows = scored_rows(len(full), result.seed)  # heldout_loglik takes the same subsample of full.x
+    held = full if rows is None else full.subset(rows)
+    n_heldout = len(full)
     seed = result.seed
     out: dict[str, Any] = {
         "n_heldout": n_heldout, **sigma_report(result.decoder), "sigma_min": result.decoder.sigma_min,
@@ -108,13 +107,13 @@ def score_run(result: RunResult, data: Dataset, test: Dataset | None = None,
         return lambda f: on_progress((k + f) / len(parts))
 
     try:
-        fit = heldout_loglik(result.decoder, held.x, seed=seed, on_progress=progress("fit"), should_stop=should_stop)
+        fit = heldout_loglik(result.decoder, full.x, seed=seed, on_progress=progress("fit"), should_stop=should_stop)
         out.update({"heldout_loglik": fit.mean, "heldout_loglik_se": fit.se, "n_scored": len(held),
                     "heldout_method": fit.method, "heldout_details": fit.details})
         out["warnings"] += fit.warnings
         truth = held.truth
         if truth is not None:
-            tru = heldout_loglik(truth, held.x, seed=seed, on_progress=progress("truth"), should_stop=should_stop)
+            tru = heldout_loglik(truth, full.x, seed=seed, on_progress=progress("truth"), should_stop=should_stop)
             out["true_heldout_loglik"] = tru.mean
             out["true_heldout_loglik_se"] = tru.se
             out["gap_to_truth"] = tru.mean - fit.mean
@@ -129,8 +128,8 @@ def score_run(result: RunResult, data: Dataset, test: Dataset | None = None,
             out.update(vae_bounds(result, held.x, max(K, 2), seed, should_stop))
     except ScoringStopped:
         out["scoring_stopped"] = True
-        out["warnings"].append("scoring stopped by the user: the metrics that need it are missing; "
-                               "`evaluate --run RUN_DIR` scores the saved run")
+        out["warnings"].append("scoring stopped by the user: the held-out metrics are missing; "
+                               "`evaluate --run RUN_DIR --data FILE` scores the saved run's log-likelihood")
         return out
     m = result.decoder.m
     if m < data.n:

@@ -30,6 +30,7 @@ from .metrics import score_run
 from .networks import Decoder, Encoder
 from .simulate import Dataset
 from .storage import atomic_write_bytes, atomic_write_text
+from .threads import apply_threads
 from .trainer import ProgressFn, RunResult, StopFn, train
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
@@ -45,16 +46,18 @@ def fit(config: RunConfig, data: Dataset, test: Dataset | None = None, on_progre
 
     `should_stop()` ends the training (the run is still scored); `stop_scoring()`, checked between chunks of
     the scoring, ends that (the run comes back unscored, `metrics["scoring_stopped"]`). Before scoring,
-    `on_progress` gets {"phase": "evaluating", "fraction": 0.0}, then the fraction scored as it goes.
+    `on_progress` gets {"phase": "evaluating", "fraction": 0.0, "stop_answered": the training ended on a stop},
+    then the fraction scored as it goes.
     `snapshots=False`: progress without the plot snapshots."""
     result = train(config, data, test, on_progress, should_stop, snapshots)
     report = None
     if on_progress is not None:
         def report(fraction: float) -> None:
             on_progress({"phase": "evaluating", "step": result.steps_done, "steps": config.training.steps,
-                         "fraction": fraction})
+                         "fraction": fraction, "stop_answered": result.status == "stopped"})
 
         report(0.0)
+    apply_threads(config.training.threads, math.inf)  # scoring is large work: the idle cores unless told
     result.metrics = score_run(result, data, test, report, stop_scoring)
     return result
 

@@ -198,9 +198,13 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
     t0 = time.perf_counter()
     fraction = 0.0
     for step in range(1, tc.steps + 1):
-        if should_stop is not None and should_stop():
-            status, message, step = "stopped", f"stopped by the user at step {step - 1}", step - 1
-            break
+        if should_stop is not None:
+            asked = time.perf_counter()
+            stop = should_stop()  # blocks while the GUI has the run paused: that time is not the run's
+            t0 += time.perf_counter() - asked
+            if stop:
+                status, message, step = "stopped", f"stopped by the user at step {step - 1}", step - 1
+                break
         if cursor + B > len(perm):
             perm, cursor = torch.randperm(len(train_idx), generator=batch_gen), 0
         idx = perm[cursor: cursor + B].to(device)

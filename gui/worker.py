@@ -124,9 +124,9 @@ class EngineWorker(QObject):
 
     def _report(self, info: dict[str, Any]) -> None:
         if info.get("phase") == "evaluating" and not self._scoring:
-            with self._stop_lock:  # the training has ended: the stop it may have answered is spent
+            with self._stop_lock:  # the training has ended: a stop it answered is spent, a later one is not
                 self._scoring = True
-                if not self._stop_all:
+                if not self._stop_all and info.get("stop_answered"):
                     self._stop.clear()
         self.progress.emit(copied(info))
 

@@ -25,6 +25,7 @@ from engine.config import (
     TrainingConfig,
     default_nodes,
 )
+from engine.estimators import build_estimator
 from engine.likelihood.laplace import gauss_newton_step, jacobian, mean_and_jacobian
 from engine.networks import Decoder
 from engine.ppca import gaussian_loglik
@@ -148,6 +149,17 @@ def test_mle_adaptive_fits_m4_with_its_defaults():
                     training=TrainingConfig(steps=20, batch_size=64, device="cpu", eval_every=10_000_000))
     result = trainer.train(cfg, simulate(sim))
     assert result.status == "done" and math.isfinite(result.history[-1]["objective"])
+    est = build_estimator(cfg.estimator, result.decoder, 10, torch.Generator())
+    assert est.u.shape == (2**4, 4)  # 2 nodes per dimension: 16 grid points a datum
+
+
+@pytest.mark.parametrize(("name", "rows"), [("vae", 256 * 2), ("iwae", 256 * 17), ("mle-importance", 256 * 20),
+                                            ("mle-adaptive", 256 * 20), ("mle-quadrature", 16**2)])
+def test_a_steps_cost_counts_its_decoder_rows(name, rows):
+    dec = Decoder(5, DecoderConfig(m=2), 0.5, 0.0)
+    est = build_estimator(EstimatorConfig(name=name), dec, 10, torch.Generator())
+    assert est.decoder_rows(256) == rows
+    assert est.step_flops(256) == 3.0 * rows * dec.macs_per_row()
 
 
 # ------------------------------------------------------------------------------- the Jacobian pass
@@ -245,7 +257,7 @@ def test_stop_during_scoring_keeps_the_trained_run_unscored():
     met = result.metrics
     assert result.steps_done == 5 and met["scoring_stopped"] is True
     assert "heldout_loglik" not in met and met["steps"] == 5 and met["estimator"] == "mle-quadrature"
-    assert calls[0] == 0.0 and len(calls) == 2  # stopped after one chunk of 1500 points
+    assert calls[0] == 0.0 and len(calls) == 2  # stopped after the first chunk (of 256 of the 1500 points)
     assert any("scoring stopped" in w for w in met["warnings"])
 
 
@@ -254,8 +266,39 @@ def test_fit_m4_with_the_default_nodes_from_the_command_line(tmp_path):
     subprocess.run([sys.executable, "main.py", "simulate", "--mixing", "linear", "--n", "6", "--m", "4",
                     "--samples", "200", "--out", str(data)], cwd=ROOT, check=True, capture_output=True)
     p = subprocess.run([sys.executable, "main.py", "fit", "--data", str(data), "--estimator", "mle-adaptive",
-                        "--m", "4", "--hidden", "", "--steps", "3", "--quiet", "--time-limit", "60",
+                        "--m", "4", "--hidden", "", "--steps", "3", "--time-limit", "60",
                         "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert "mle-adaptive: 2 Gauss-Hermite nodes per dimension, the default for m = 4" in p.stderr
     assert (out / "run.json").exists()
+
+
+def test_scoring_a_large_held_out_set_says_it_took_a_subsample(monkeypatch):
+    monkeypatch.setattr(evaluate, "SCORE_POINTS", 300)
+    sim = SimulationConfig(mixing="sigmoid", n=2, m=1, sigma=0.1, samples=1400, seed=1)
+    result = fit(_cfg(sim, steps=5, batch_size=32, val_fraction=0.5), simulate(sim))
+    met = result.metrics
+    assert met["n_heldout"] == 700 and met["n_scored"] == 300
+    assert met["heldout_details"]["subsampled"] is True and met["heldout_details"]["n_points_total"] == 700
+    assert any("subsample of 300 of the 700" in w for w in met["warnings"])
+    held = simulate(sim).subset(result.heldout_idx).subset(evaluate.scored_rows(700, result.seed))
+    truth = evaluate.heldout_loglik(held.truth, held.x, seed=result.seed)  # the same 300 points
+    assert met["true_heldout_loglik"] == pytest.approx(truth.mean, abs=1e-12)
+
+
+def test_time_spent_paused_does_not_count_against_the_time_limit():
+    sim = SimulationConfig(mixing="sigmoid", n=2, m=1, sigma=0.1, samples=200, seed=1)
+    calls: list[int] = []
+
+    def paused_at_step_3() -> bool:  # the GUI's should_stop blocks while the run is paused
+        calls.append(1)
+        if len(calls) == 3:
+            import time
+
+            time.sleep(1.0)
+        return False
+
+    cfg = _cfg(sim, steps=40, time_limit=0.9, batch_size=32, eval_every=10_000_000)
+    result = trainer.train(cfg, simulate(sim), should_stop=paused_at_step_3)
+    assert result.history[3]["time"] - result.history[1]["time"] < 0.5  # the pause is not in the clock
+    assert result.steps_done == 40 or result.history[-1]["time"] >= 0.9

@@ -636,7 +636,7 @@ def scoring_fit(chunks: int, chunk_s: float = 0.01) -> Any:
         result = engine_train(config, data, test, on_progress, should_stop)
         for i in range(chunks):
             on_progress({"phase": "evaluating", "step": result.steps_done, "steps": config.training.steps,
-                         "fraction": i / chunks})
+                         "fraction": i / chunks, "stop_answered": result.status == "stopped"})
             if stop_scoring():
                 result.metrics = {"scoring": "stopped", "chunks": i}
                 return result

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..likelihood.laplace import WarmLaplace
-from ..likelihood.quadrature import hermite_grid, log_lik_matrix, log_marginal_adaptive, log_marginal_dense
+from ..likelihood.quadrature import hermite_grid, log_marginal_adaptive, log_marginal_dense, posterior_mean_on_grid
 from ..networks import Decoder
 from .base import Estimator, Objective
 
@@ -39,9 +39,7 @@ class GaussHermiteMLE(Estimator):
     @torch.no_grad()
     def inferred_latents(self, x: Tensor) -> Tensor:
         """Posterior means on the grid."""
-        mean = self.decoder.mean(self.u)
-        w = torch.softmax(log_lik_matrix(x, mean, self.decoder.sigma()) + self.logw, -1)
-        return w @ self.u
+        return posterior_mean_on_grid(x, self.decoder.mean(self.u), self.decoder.sigma(), self.u, self.logw)
 
 
 class AdaptiveGaussHermiteMLE(Estimator):

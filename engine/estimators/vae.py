@@ -148,6 +148,9 @@ class EncoderEstimator(Estimator):
         if self.closed_form_sigma:
             decoder.rho.requires_grad_(False)
 
+    def decoder_rows(self, batch: int) -> int:
+        return batch * (self.K + 1)  # K draws through the decoder, the batch through the encoder
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return super().trainable_parameters() + list(self.encoder.parameters())
 

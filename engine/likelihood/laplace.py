@@ -69,7 +69,7 @@ def gauss_newton_step(model: LatentGaussianModel, x: Tensor, z: Tensor,
     H = gauss_newton_precision(J, s)
     step = torch.linalg.solve(H, grad.unsqueeze(-1)).squeeze(-1)
     t = torch.ones_like(f)
-    slack = 100 * torch.finfo(f.dtype).eps * (1 + f.abs())  # rounding: at the mode a zero step may "lower" f
+    slack = 8 * torch.finfo(f.dtype).eps * (1 + f.abs())  # rounding: at the mode a zero step may "lower" f
     for _ in range(halvings):
         z_new = z + t.unsqueeze(-1) * step
         better = log_joint(model, x, z_new.unsqueeze(1)).squeeze(1) >= f - slack

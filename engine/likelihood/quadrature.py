@@ -77,17 +77,26 @@ def log_lik_matrix(x: Tensor, mean: Tensor, sigma: Tensor) -> Tensor:
     return T + r.unsqueeze(-1)
 
 
-def log_marginal_dense(model: LatentGaussianModel, x: Tensor, u: Tensor, logw: Tensor,
-                       chunk_elems: int = 2**24) -> Tensor:
-    """Dense Gauss-Hermite estimate of log p(x_b): x (B, n) -> (B,). Differentiable in the model."""
-    mean = model.mean(u)  # (G, n)
-    sigma = model.sigma()
-    rows = max(1, chunk_elems // max(1, u.shape[0]))
+def logsumexp_on_grid(x: Tensor, mean: Tensor, sigma: Tensor, logw: Tensor, chunk_elems: int = 2**24) -> Tensor:
+    """log sum_g w_g p(x_b | u_g) from g(u_g) already computed: x (B, n), mean (G, n), logw (G,) -> (B,),
+    in row chunks of at most `chunk_elems` pairs."""
+    rows = max(1, chunk_elems // max(1, mean.shape[0]))
     out = []
     for xb in x.split(rows):
         T, r = grid_terms(xb, mean, sigma, logw)
         out.append(torch.logsumexp(T, dim=-1) + r)
     return torch.cat(out)
+
+
+def posterior_mean_on_grid(x: Tensor, mean: Tensor, sigma: Tensor, u: Tensor, logw: Tensor) -> Tensor:
+    """E[z | x] = sum_g softmax_g(log w_g + log p(x | u_g)) u_g: x (B, n), mean (G, n), u (G, m) -> (B, m)."""
+    return torch.softmax(grid_terms(x, mean, sigma, logw)[0], dim=-1) @ u
+
+
+def log_marginal_dense(model: LatentGaussianModel, x: Tensor, u: Tensor, logw: Tensor,
+                       chunk_elems: int = 2**24) -> Tensor:
+    """Dense Gauss-Hermite estimate of log p(x_b): x (B, n) -> (B,). Differentiable in the model."""
+    return logsumexp_on_grid(x, model.mean(u), model.sigma(), logw, chunk_elems)
 
 
 def log_marginal_adaptive(model: LatentGaussianModel, x: Tensor, mode: Tensor, chol: Tensor,
