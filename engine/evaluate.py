@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,6 +178,17 @@ def scored_rows(N: int, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed + 104729).choice(N, SCORE_POINTS, replace=False))
 
 
+def _chunks(x: np.ndarray, device: torch.device,
+            should_stop: StopFn | None) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """The rows of x in chunks of CHUNK_POINTS as float64 tensors, with the chunk's index and their count;
+    `should_stop()` is asked before each, and True raises ScoringStopped."""
+    starts = range(0, len(x), CHUNK_POINTS)
+    for k, i in enumerate(starts):
+        if should_stop is not None and should_stop():
+            raise ScoringStopped
+        yield k, len(starts), torch.as_tensor(x[i: i + CHUNK_POINTS], dtype=torch.float64, device=device)
+
+
 def heldout_loglik(model: LatentGaussianModel, x: np.ndarray | torch.Tensor, *, method: str = "auto",
                    samples: int = 2000, seed: int = 0, tol: float = 1e-4,
                    on_progress: ProgressFraction | None = None, should_stop: StopFn | None = None) -> LoglikEstimate:
@@ -204,11 +215,7 @@ def heldout_loglik(model: LatentGaussianModel, x: np.ndarray | torch.Tensor, *, 
     grids = GridMeans(model, device) if method == "quadrature" else None
     start = QUADRATURE_START.get(model.m)
     values, quad, imp, warnings = [], [], [], []
-    chunks = range(0, len(x), CHUNK_POINTS)
-    for k, i in enumerate(chunks):
-        if should_stop is not None and should_stop():
-            raise ScoringStopped
-        xt = torch.as_tensor(x[i: i + CHUNK_POINTS], dtype=torch.float64, device=device)
+    for k, n_chunks, xt in _chunks(x, device, should_stop):
         if grids is not None:
             vals, det = dense_quadrature(model, xt, tol, start=start, grids=grids)
             quad.append(det)
@@ -221,7 +228,7 @@ def heldout_loglik(model: LatentGaussianModel, x: np.ndarray | torch.Tensor, *, 
             imp.append((len(xt), det))
         values.append(vals)
         if on_progress is not None:
-            on_progress((k + 1) / len(chunks))
+            on_progress((k + 1) / n_chunks)
     per_point = np.concatenate(values)
     mean, se = _summary(per_point)
     details: dict[str, Any] = {"n_points_total": n_total, "subsampled": rows is not None}
@@ -261,11 +268,7 @@ def posterior_means(model: LatentGaussianModel, x: np.ndarray | torch.Tensor, *,
     grid = GridMeans(model, device)({1: 4096, 2: 256}[model.m]) if model.m <= 2 else None
     gen = torch.Generator(device=device).manual_seed(seed)
     out = []
-    chunks = range(0, len(x), CHUNK_POINTS)
-    for k, i in enumerate(chunks):
-        if should_stop is not None and should_stop():
-            raise ScoringStopped
-        xt = torch.as_tensor(x[i: i + CHUNK_POINTS], dtype=torch.float64, device=device)
+    for k, n_chunks, xt in _chunks(x, device, should_stop):
         if grid is not None:
             u, lw, mean = grid
             out.append(posterior_mean_on_grid(xt, mean, model.sigma(), u, lw))
@@ -275,7 +278,7 @@ def posterior_means(model: LatentGaussianModel, x: np.ndarray | torch.Tensor, *,
             lw = log_joint(model, xt, z) - prop.log_prob(z)
             out.append((torch.softmax(lw, -1).unsqueeze(-1) * z).sum(1))
         if on_progress is not None:
-            on_progress((k + 1) / len(chunks))
+            on_progress((k + 1) / n_chunks)
     return torch.cat(out).cpu().numpy() if out else np.zeros((0, model.m))
 
 
