@@ -318,7 +318,7 @@ def main() -> None:
         print(f"{CASES[key][0]}:", flush=True)
         res["cases"].append(run_case(key, a, budgets, estimators, pyro_note is None))
         Path(a.out).write_text(json.dumps(res, indent=2), encoding="utf-8")  # what is done so far
-    res["plot"] = {"path": a.png, "library": plot(res, Path(a.png))}
+    res["plot"] = {"path": Path(a.png).name, "library": plot(res, Path(a.png))}
     Path(a.out).write_text(json.dumps(res, indent=2), encoding="utf-8")
     print_tables(res)
     print(f"\nwrote {a.out} and {a.png} ({res['plot']['library']})", file=sys.stderr)

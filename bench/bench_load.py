@@ -222,7 +222,7 @@ def main() -> None:
                          else Path(__file__).with_name("load_results.json"))
     meta = {"repeats": a.repeats, "cases": sorted(wanted), "quad_steps": a.quad_steps, "vae_steps": a.vae_steps,
             "samples": a.samples,
-            "warmup": a.warmup, "cooldown": a.cooldown, "cpu_count": os.cpu_count(), "python": PYTHON,
+            "warmup": a.warmup, "cooldown": a.cooldown, "cpu_count": os.cpu_count(), "python": Path(PYTHON).name,
             "quick": a.quick, "busy_processes": BUSY_PROCESSES, "started": time.ctime(),
             "env": {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
                     if k in os.environ}}
