@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while starting up (torch and Qt take seconds to import)
+        print("nlica-lab: interrupted (Ctrl-C) while starting; nothing was written", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     from engine.threads import configure_openmp
 
     configure_openmp()  # OpenMP reads its wait policy once, when torch is imported
@@ -56,4 +65,6 @@ def display_available() -> bool:
 
 if __name__ == "__main__":
     multiprocessing.freeze_support()
-    sys.exit(main())
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C while the interpreter shuts down changes nothing
+    sys.exit(code)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
+import io
 import json
 import math
 import signal
@@ -25,14 +27,15 @@ from .config import (
     resolved_nodes,
 )
 from .evaluate import ScoringStopped, heldout_loglik, sigma_report
+from .outputs import OutputError, UnitWriter
 from .presets import list_presets, load_preset
-from .runs import RunFileError, dumps, fit, load_run, save_run
+from .runs import RunFileError, dumps, fit, load_run, run_files, short
 from .simulate import Dataset, simulate
-from .storage import DataFileError, atomic_write_text, load_dataset, save_dataset
+from .storage import DataFileError, load_dataset, save_dataset, unreadable
 from .threads import apply_threads
-from .trainer import resolve_device
+from .trainer import RunResult, preflight, resolve_device
 
-USAGE_ERRORS = (ConfigError, DataFileError, RunFileError)
+USAGE_ERRORS = (ConfigError, DataFileError, RunFileError, OutputError)
 
 
 class UsageError(Exception):
@@ -85,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mlp-activation", choices=ACTIVATIONS, help="activation of the random MLP")
     s.add_argument("--scale", type=float, help="scale of the random coefficients (> 0)")
     s.add_argument("--out", required=True, help="output file, .npz (keeps z and the true model) or .csv")
+    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
     e = sub.add_parser("evaluate", help="held-out average log-likelihood (nats/point) as JSON")
     e.add_argument("--data", required=True, help="data file (.npz or .csv)")
@@ -124,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
         f.add_argument("--seed", type=int, help="training seed")
         f.add_argument("--quiet", action="store_true", help="no progress bar")
-        f.add_argument("--out", required=True, help="run folder (fit) or output folder (compare)")
+        f.add_argument("--out", required=True, help="run folder (fit) or output folder (compare), written as "
+                       "one unit")
+        f.add_argument("--overwrite", action="store_true", help="replace --out (whole) if it exists")
     return p
 
 
@@ -139,8 +145,9 @@ def cmd_simulate(a: argparse.Namespace) -> int:
                                             "scale") if getattr(a, k) is not None}
     cfg = dataclasses.replace(cfg, **overrides)
     cfg.validate()
-    data = simulate(cfg)
-    save_dataset(a.out, data)
+    with UnitWriter(a.out, overwrite=a.overwrite, kind="file"):
+        data = simulate(cfg)
+        save_dataset(a.out, data)
     print(json.dumps({"out": a.out, "n_points": len(data), "n": cfg.n, "m": cfg.m, "mixing": cfg.mixing,
                       "sigma": cfg.sigma, "seed": cfg.seed}))
     return 0
@@ -183,8 +190,30 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config(path: str) -> RunConfig:
+    """The --config file as a RunConfig, not yet validated (the flags override it first)."""
+    problem = unreadable(path, MAX_CONFIG_BYTES)
+    if problem:
+        raise UsageError(f"--config: {path}: {problem}; give a RunConfig JSON file (the GUI's 'Save config')")
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--config: {path}: not UTF-8 text (byte {e.start}); give a RunConfig JSON file") from None
+    except OSError as e:
+        raise UsageError(f"--config: {path}: cannot be read ({e.strerror or e}); check its permissions") from None
+    try:
+        return RunConfig.from_json(text, validate=False)
+    except ConfigError as e:
+        raise UsageError(f"--config: {path}: {e}") from None
+    except TypeError as e:  # a setting of the wrong JSON type that a dataclass cannot take
+        raise UsageError(f"--config: {path}: {short(str(e))}") from None
+
+
 def _run_config(a: argparse.Namespace, data: Dataset, estimator: str | None) -> RunConfig:
-    cfg = RunConfig.from_json(Path(a.config).read_text(encoding="utf-8")) if a.config else RunConfig()
+    cfg = _read_config(a.config) if a.config else RunConfig()
     default_m = data.truth.m if data.truth is not None else (data.z.shape[1] if data.z is not None else 1)
     dec = {"m": a.m if a.m is not None else (cfg.decoder.m if a.config else default_m)}
     if a.hidden is not None:
@@ -249,6 +278,7 @@ class _CtrlC:
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.pending.is_set():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # aborting: more Ctrl-C must not cut the clean-up short
             raise KeyboardInterrupt
         self.pending.set()
         self.requested = True
@@ -259,7 +289,11 @@ class _CtrlC:
         self.pending.clear()
 
 
-def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, out: Path, quiet: bool, stop: _CtrlC):
+def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, writer: UnitWriter, quiet: bool,
+             stop: _CtrlC) -> RunResult:
+    """Train and score one run; the run folder is written as soon as the training ends, then again with its
+    metrics (so a scoring that fails or is stopped keeps the trained run)."""
+    preflight(cfg, data)  # its refusals before any progress is drawn
     est, m = cfg.estimator, cfg.decoder.m
     if est.name in ("mle-quadrature", "mle-adaptive") and est.nodes is None and not quiet:
         print(f"{est.name}: {resolved_nodes(est, m)} Gauss-Hermite nodes per dimension, the default for m = {m} "
@@ -272,10 +306,11 @@ def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, out: Path, qui
         bar(p)
 
     try:
-        result = fit(cfg, data, test, progress, stop.pending.is_set, stop.pending.is_set, snapshots=False)
+        result = fit(cfg, data, test, progress, stop.pending.is_set, stop.pending.is_set, snapshots=False,
+                     on_trained=lambda r: writer.write(run_files(r)))
     finally:
         bar.close()
-    save_run(result, out)
+    writer.write(run_files(result))
     return result
 
 
@@ -289,26 +324,53 @@ def cmd_fit(a: argparse.Namespace) -> int:
     test = _load(a.test) if a.test else None
     _check_test(data, test, a.test)
     cfg = _run_config(a, data, a.estimator)
-    result = _fit_one(cfg, data, test, Path(a.out), a.quiet, _CtrlC())
+    stop = _CtrlC()
+    with UnitWriter(a.out, overwrite=a.overwrite, kind="run") as writer:  # checked and locked before training
+        result = _fit_one(cfg, data, test, writer, a.quiet, stop)
     print(dumps({"out": a.out, "status": result.status, "message": result.message, **result.metrics}))
+    if stop.requested:
+        print(f"nlica-lab fit: stopped by the user; the run is saved in {a.out}", file=sys.stderr)
+        return 130
+    if result.metrics.get("scoring_failed"):
+        print(f"nlica-lab fit: the run is saved in {a.out} but its scoring failed: {result.metrics['scoring_failed']}",
+              file=sys.stderr)
+        return 1
     return 0 if result.status != "failed" else 1
 
 
-COMPARE_COLUMNS = ("estimator", "heldout_loglik", "heldout_loglik_se", "gap_to_truth", "sigma", "procrustes_r2",
-                   "mcc", "wall_time", "steps", "status", "elbo_gap", "iwae_gap")
+COMPARE_COLUMNS = ("estimator", "status", "heldout_loglik", "heldout_loglik_se", "gap_to_truth", "sigma",
+                   "procrustes_r2", "mcc", "wall_time", "steps", "elbo_gap", "iwae_gap", "message")
 
 
-def compare_row(name: str, metrics: dict[str, Any]) -> dict[str, Any]:
+def compare_row(name: str, metrics: dict[str, Any], status: str, message: str = "") -> dict[str, Any]:
     """One table row; for a VAE the gap split ELBO -> IWAE_K -> log p(x) (-> truth is gap_to_truth)."""
     row = {c: metrics.get(c) for c in COMPARE_COLUMNS}
-    row["estimator"] = name
-    if "heldout_elbo" in metrics:
+    row.update(estimator=name, status=status, message=message)
+    if "heldout_elbo" in metrics and "heldout_loglik" in metrics:
         row["elbo_gap"] = metrics["heldout_loglik"] - metrics["heldout_elbo"]
         row["iwae_gap"] = metrics["heldout_loglik"] - metrics[f"heldout_iwae_{metrics['iwae_k']}"]
     return row
 
 
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple)):
+        return " ".join(repr(x) for x in v)  # a per-dimension sigma: one cell
+    return str(v)
+
+
+def compare_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COMPARE_COLUMNS)
+    w.writerows([_cell(r.get(c)) for c in COMPARE_COLUMNS] for r in rows)
+    return buf.getvalue()
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
+    columns = COMPARE_COLUMNS[:-1]  # the messages are printed below the table
+
     def fmt(v: Any) -> str:
         if v is None:
             return "-"
@@ -318,53 +380,87 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             return ",".join(f"{x:.3g}" for x in v)
         return str(v)
 
-    cells = [[fmt(r.get(c)) for c in COMPARE_COLUMNS] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COMPARE_COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COMPARE_COLUMNS, widths, strict=True))]
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    lines += [f"{r['estimator']}: {r['message']}" for r in rows if r.get("message")]
     return "\n".join(lines)
+
+
+FIT_ERRORS = (ConfigError, ValueError, RuntimeError, ArithmeticError, MemoryError)
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
     names = [s.strip() for s in a.estimators.split(",") if s.strip()]
     bad = [s for s in names if s not in ESTIMATORS]
     if bad or not names:
-        raise UsageError(f"--estimators: {bad[0] if bad else 'empty'!r} is not an estimator; expected a "
+        raise UsageError(f"--estimators: {short(bad[0]) if bad else 'empty'!r} is not an estimator; expected a "
                          "comma-separated list of " + ", ".join(ESTIMATORS))
+    twice = sorted({s for s in names if names.count(s) > 1})
+    if twice:
+        raise UsageError(f"--estimators: {twice[0]} is named twice; name each estimator once (each is one run "
+                         "folder)")
     data = _load(a.data)
     test = _load(a.test) if a.test else None
     _check_test(data, test, a.test)
     configs = [_run_config(a, data, name) for name in names]  # all validated before any training
-    out = Path(a.out)
     stop = _CtrlC()
-    rows = []
-    for name, cfg in zip(names, configs, strict=True):
-        if stop.requested:
-            break
-        result = _fit_one(cfg, data, test, out / name, a.quiet, stop)
-        rows.append(compare_row(name, result.metrics))
-    truth = {"true_heldout_loglik": result.metrics.get("true_heldout_loglik")} if rows else {}
-    atomic_write_text(out / "compare.json", dumps({"rows": rows, **truth}))
-    header = ",".join(COMPARE_COLUMNS)
-    body = "\n".join(",".join("" if r.get(c) is None else str(r.get(c)) for c in COMPARE_COLUMNS) for r in rows)
-    atomic_write_text(out / "compare.csv", header + "\n" + body + "\n")
+    rows: list[dict[str, Any]] = []
+    truth = None
+    with UnitWriter(a.out, overwrite=a.overwrite, kind="compare") as out:  # built in a temporary sibling
+        try:
+            for name, cfg in zip(names, configs, strict=True):
+                if stop.requested:
+                    rows.append(compare_row(name, {}, "not run", "not run: stopped by the user"))
+                    continue
+                try:
+                    with UnitWriter(out.staging() / name, overwrite=False, kind="run", lock=False) as run:
+                        result = _fit_one(cfg, data, test, run, a.quiet, stop)
+                except FIT_ERRORS as e:
+                    rows.append(compare_row(name, {}, "failed", f"failed: {short(str(e))}"))
+                    print(f"nlica-lab compare: {name} failed: {short(str(e))}", file=sys.stderr)
+                    continue
+                rows.append(compare_row(name, result.metrics, result.status,
+                                        "; ".join(result.metrics.get("warnings", [])[:1])))
+                truth = result.metrics.get("true_heldout_loglik", truth)
+        except KeyboardInterrupt:  # Ctrl-C twice: the runs that finished are kept, the one interrupted is not
+            rows.append(compare_row(names[len(rows)], {}, "aborted", "aborted by the user (Ctrl-C twice)"))
+            _write_compare(out, rows, truth)
+            raise
+        _write_compare(out, rows, truth)
     print(format_table(rows))
-    if truth.get("true_heldout_loglik") is not None:
-        print(f"true model: {truth['true_heldout_loglik']:.4f} nats/point on the same held-out points")
-    return 0
+    if truth is not None:
+        print(f"true model: {truth:.4f} nats/point on the same held-out points")
+    return 130 if stop.requested else 0
+
+
+def _write_compare(out: UnitWriter, rows: list[dict[str, Any]], truth: float | None) -> None:
+    """compare.json and compare.csv beside the finished runs, then the folder into its place."""
+    out.write({"compare.json": dumps({"rows": rows, "true_heldout_loglik": truth}).encode(),
+               "compare.csv": compare_csv(rows).encode()})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if in_main else None
     try:
         return {"simulate": cmd_simulate, "evaluate": cmd_evaluate, "fit": cmd_fit,
                 "compare": cmd_compare}[a.command](a)
     except (*USAGE_ERRORS, UsageError) as e:
-        print(f"nlica-lab {a.command}: error: {e}", file=sys.stderr)
+        print(f"nlica-lab {a.command}: error: {short(str(e), 400)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"nlica-lab {a.command}: aborted (Ctrl-C); what was being written was left out whole, "
+              "nothing is half written", file=sys.stderr)
+        return 130
     except RuntimeError as e:
         if "training.device" in str(e):
             print(f"nlica-lab {a.command}: error: {e}", file=sys.stderr)
             return 2
         raise
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)  # the commands' Ctrl-C handler ends with them

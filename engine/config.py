@@ -33,7 +33,8 @@ class ConfigError(ValueError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{field}: got {value!r}; {allowed}")
+        shown = repr(value)
+        super().__init__(f"{field}: got {shown if len(shown) <= 60 else shown[:57] + '...'}; {allowed}")
 
 
 def _is_int(v: Any) -> bool:
@@ -227,7 +228,9 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, d: Any) -> RunConfig:
+    def from_dict(cls, d: Any, validate: bool = True) -> RunConfig:
+        """From a dict (unknown keys refused, missing ones default); `validate=False` leaves the range checks
+        to the caller (the CLI applies its flags first)."""
         if not isinstance(d, dict):
             raise ConfigError("config", type(d).__name__, "expected a JSON object")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
@@ -238,23 +241,24 @@ class RunConfig:
         for f in dataclasses.fields(cls):
             sub_cls = {"simulation": SimulationConfig, "decoder": DecoderConfig,
                        "estimator": EstimatorConfig, "training": TrainingConfig}[f.name]
-            parts[f.name] = section_from_dict(sub_cls, d.get(f.name, {}), f.name)
+            parts[f.name] = section_from_dict(sub_cls, d.get(f.name, {}), f.name, validate)
         cfg = cls(**parts)
-        cfg.validate()
+        if validate:
+            cfg.validate()
         return cfg
 
     @classmethod
-    def from_json(cls, text: str) -> RunConfig:
+    def from_json(cls, text: str, validate: bool = True) -> RunConfig:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError("config", f"line {e.lineno}", f"not valid JSON ({e.msg})") from None
         except (ValueError, RecursionError) as e:  # e.g. an integer over 4300 digits, nesting too deep
             raise ConfigError("config", "...", f"not valid JSON ({type(e).__name__}: {str(e)[:80]})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(d, validate)
 
 
-def section_from_dict(cls: type, d: Any, prefix: str) -> Any:
+def section_from_dict(cls: type, d: Any, prefix: str, validate: bool = True) -> Any:
     """Build one config section from a dict; unknown keys are refused, missing keys take defaults."""
     if not isinstance(d, dict):
         raise ConfigError(prefix, type(d).__name__, "expected a JSON object")
@@ -268,7 +272,8 @@ def section_from_dict(cls: type, d: Any, prefix: str) -> Any:
             v = tuple(v)
         kwargs[k] = v
     obj = cls(**kwargs)
-    obj.validate(prefix)
+    if validate:
+        obj.validate(prefix)
     return obj
 
 

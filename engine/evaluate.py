@@ -35,6 +35,28 @@ QUADRATURE_START = {1: 256, 2: 64, 3: 32}
 QUADRATURE_CAP = {1: 65536, 2: 512, 3: 64}
 MIN_IS_SAMPLES = 1000
 MONITOR_NODES = {1: 1024, 2: 96}
+PASS_BYTES = 2**28  # float64 activations one pass through the model may hold while scoring
+LAPLACE_CANDIDATES = 256  # prior draws of the proposal's global mode search
+
+
+def row_width(model: LatentGaussianModel) -> int:
+    """The widest activation a latent point makes in the model: what a row costs in memory."""
+    widths = [model.n, model.m]
+    if isinstance(model, nn.Module):
+        widths += [mod.out_features for mod in model.modules() if isinstance(mod, nn.Linear)]
+    return max(widths)
+
+
+def mean_in_passes(model: LatentGaussianModel, z: torch.Tensor) -> torch.Tensor:
+    """g(z) for z (R, m) in passes of rows whose activations take at most PASS_BYTES: -> (R, n)."""
+    rows = max(1, PASS_BYTES // (16 * row_width(model)))
+    return model.mean(z) if z.shape[0] <= rows else torch.cat([model.mean(c) for c in z.split(rows)])
+
+
+def chunk_points(model: LatentGaussianModel, draws: int) -> int:
+    """Points a chunk of the scoring holds: CHUNK_POINTS, fewer when `draws` rows a point would not fit in
+    PASS_BYTES (a wide decoder)."""
+    return int(min(CHUNK_POINTS, max(1, PASS_BYTES // (16 * row_width(model) * draws))))
 
 
 @dataclass
@@ -92,7 +114,7 @@ class GridMeans:
         if nodes in self.cache:
             return self.cache[nodes]
         u, lw = uniform_grid(self.model.m, nodes, device=self.device)
-        out = (u, lw, self.model.mean(u))  # (G, m), (G,), (G, n)
+        out = (u, lw, mean_in_passes(self.model, u))  # (G, m), (G,), (G, n)
         if out[2].numel() * 8 <= GRID_CACHE_BYTES:
             self.cache[nodes] = out
         return out
@@ -128,7 +150,7 @@ def dense_quadrature(model: LatentGaussianModel, x: torch.Tensor, tol: float = 1
 
 @torch.no_grad()
 def laplace_proposal(model: LatentGaussianModel, x: torch.Tensor, seed: int = 0,
-                     candidates: int = 256, iters: int = 20) -> GaussianProposal:
+                     candidates: int = LAPLACE_CANDIDATES, iters: int = 20) -> GaussianProposal:
     """Defensive Laplace proposal per point; Gauss-Newton started from the best of `candidates` prior
     draws (a global search, so that the highest posterior mode is the one found)."""
     gen = torch.Generator(device=x.device).manual_seed(seed + 7919)
@@ -148,7 +170,7 @@ def importance_sampling(model: LatentGaussianModel, x: torch.Tensor, samples: in
     if proposal is None:
         proposal = laplace_proposal(model, x, seed)
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    rows = max(1, chunk_elems // (samples * max(model.n, model.m)))
+    rows = max(1, chunk_elems // (samples * row_width(model)))
     vals, ess, khat = [], [], []
     for i in range(0, x.shape[0], rows):
         sl = slice(i, i + rows)
@@ -178,15 +200,15 @@ def scored_rows(N: int, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed + 104729).choice(N, SCORE_POINTS, replace=False))
 
 
-def _chunks(x: np.ndarray, device: torch.device,
-            should_stop: StopFn | None) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """The rows of x in chunks of CHUNK_POINTS as float64 tensors, with the chunk's index and their count;
+def _chunks(x: np.ndarray, device: torch.device, should_stop: StopFn | None,
+            points: int = CHUNK_POINTS) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """The rows of x in chunks of `points` as float64 tensors, with the chunk's index and their count;
     `should_stop()` is asked before each, and True raises ScoringStopped."""
-    starts = range(0, len(x), CHUNK_POINTS)
+    starts = range(0, len(x), points)
     for k, i in enumerate(starts):
         if should_stop is not None and should_stop():
             raise ScoringStopped
-        yield k, len(starts), torch.as_tensor(x[i: i + CHUNK_POINTS], dtype=torch.float64, device=device)
+        yield k, len(starts), torch.as_tensor(x[i: i + points], dtype=torch.float64, device=device)
 
 
 def heldout_loglik(model: LatentGaussianModel, x: np.ndarray | torch.Tensor, *, method: str = "auto",
@@ -215,7 +237,7 @@ def heldout_loglik(model: LatentGaussianModel, x: np.ndarray | torch.Tensor, *, 
     grids = GridMeans(model, device) if method == "quadrature" else None
     start = QUADRATURE_START.get(model.m)
     values, quad, imp, warnings = [], [], [], []
-    for k, n_chunks, xt in _chunks(x, device, should_stop):
+    for k, n_chunks, xt in _chunks(x, device, should_stop, chunk_points(model, LAPLACE_CANDIDATES + 1)):
         if grids is not None:
             vals, det = dense_quadrature(model, xt, tol, start=start, grids=grids)
             quad.append(det)
@@ -268,7 +290,7 @@ def posterior_means(model: LatentGaussianModel, x: np.ndarray | torch.Tensor, *,
     grid = GridMeans(model, device)({1: 4096, 2: 256}[model.m]) if model.m <= 2 else None
     gen = torch.Generator(device=device).manual_seed(seed)
     out = []
-    for k, n_chunks, xt in _chunks(x, device, should_stop):
+    for k, n_chunks, xt in _chunks(x, device, should_stop, chunk_points(model, max(samples, LAPLACE_CANDIDATES + 1))):
         if grid is not None:
             u, lw, mean = grid
             out.append(posterior_mean_on_grid(xt, mean, model.sigma(), u, lw))

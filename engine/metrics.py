@@ -133,6 +133,9 @@ def score_run(result: RunResult, data: Dataset, test: Dataset | None = None,
         return out
     m = result.decoder.m
     if m < data.n:
-        pp = ppca_mle(data.x[result.train_idx], m)
-        out["ppca_heldout_loglik"] = float(gaussian_loglik(held.x, pp.mean, pp.covariance()).mean())
+        try:
+            pp = ppca_mle(data.x[result.train_idx], m)
+            out["ppca_heldout_loglik"] = float(gaussian_loglik(held.x, pp.mean, pp.covariance()).mean())
+        except (ValueError, np.linalg.LinAlgError) as e:
+            out["warnings"].append(f"no PPCA reference: {e}")
     return out

@@ -69,8 +69,9 @@ class Decoder(nn.Module):
         self.rho = nn.Parameter(rho, requires_grad=cfg.learn_sigma)
 
     def mean(self, z: Tensor) -> Tensor:
-        """g_theta(z): (..., m) -> (..., n)."""
-        return self.net(z)
+        """g_theta(z): (..., m) -> (..., n), through the net as one (rows, m) matrix (batched 3-D inputs
+        cost extra copies in the backward pass)."""
+        return self.net(z.reshape(-1, self.m)).reshape(*z.shape[:-1], self.n)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)
@@ -78,6 +79,10 @@ class Decoder(nn.Module):
     def mean_and_jacobian(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """g_theta(z) and dg/dz in one pass: z (B, m) -> (B, n), (B, n, m)."""
         return self.net.forward_and_jacobian(z)
+
+    def widths(self) -> list[int]:
+        """Layer widths from the latent to the data: [m, *hidden, n]."""
+        return [self.m, *self.hidden, self.n]
 
     def macs_per_row(self) -> int:
         """Multiply-adds of g_theta for one latent point."""

@@ -43,6 +43,9 @@ def ppca_mle(x: np.ndarray, m: int) -> PPCAFit:
     lam, U = np.linalg.eigh(S)
     lam, U = lam[::-1], U[:, ::-1]
     sigma2 = float(lam[m:].mean())
+    if not sigma2 > 1e-12 * max(float(lam[0]), 1e-300):
+        raise ValueError(f"the data lie in a {m}-dimensional subspace (sigma^2 = {sigma2:.3g}): PPCA's likelihood "
+                         "is unbounded there (a constant column, or fewer independent columns than n - m)")
     W = U[:, :m] * np.sqrt(np.maximum(lam[:m] - sigma2, 0.0))
     ll = -0.5 * (n * math.log(2 * math.pi) + np.log(lam[:m]).sum() + (n - m) * math.log(sigma2) + n)
     return PPCAFit(mean, W, sigma2, float(ll))

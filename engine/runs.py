@@ -8,14 +8,20 @@ RUN_DIR/
     encoder.json           (VAE runs) the encoder's architecture
     metrics.json           held-out metrics in nats per point (engine/metrics.py)
     history.csv            one row per training step
+    manifest.json          every file's size and SHA-256, written last (engine/outputs.py)
+
+A folder is written as one unit (a temporary sibling renamed into place) and checked against its manifest
+when opened.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +31,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .config import ConfigError, DecoderConfig, RunConfig
+from .config import ConfigError, DecoderConfig, EstimatorConfig, RunConfig
 from .metrics import score_run
 from .networks import Decoder, Encoder
+from .outputs import UnitError, UnitWriter, verify
 from .simulate import Dataset
-from .storage import atomic_write_bytes, atomic_write_text
+from .storage import unreadable
 from .threads import apply_threads
 from .trainer import ProgressFn, RunResult, StopFn, train
 
@@ -41,15 +48,20 @@ class RunFileError(ValueError):
 
 
 def fit(config: RunConfig, data: Dataset, test: Dataset | None = None, on_progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None, stop_scoring: StopFn | None = None, snapshots: bool = True) -> RunResult:
+        should_stop: StopFn | None = None, stop_scoring: StopFn | None = None, snapshots: bool = True,
+        on_trained: Callable[[RunResult], None] | None = None) -> RunResult:
     """Train, then score on the held-out points (what the CLI and the GUI worker both call).
 
-    `should_stop()` ends the training (the run is still scored); `stop_scoring()`, checked between chunks of
-    the scoring, ends that (the run comes back unscored, `metrics["scoring_stopped"]`). Before scoring,
-    `on_progress` gets {"phase": "evaluating", "fraction": 0.0, "stop_answered": the training ended on a stop},
-    then the fraction scored as it goes.
+    `on_trained(result)` gets the trained, unscored run before the scoring starts (the CLI saves it there, so
+    that nothing trained is lost whatever the scoring does). `should_stop()` ends the training (the run is
+    still scored); `stop_scoring()`, checked between chunks of the scoring, ends that (the run comes back
+    unscored, `metrics["scoring_stopped"]`). A scoring that fails leaves the run with
+    `metrics["scoring_failed"]`, the reason. Before scoring, `on_progress` gets {"phase": "evaluating",
+    "fraction": 0.0, "stop_answered": the training ended on a stop}, then the fraction scored as it goes.
     `snapshots=False`: progress without the plot snapshots."""
     result = train(config, data, test, on_progress, should_stop, snapshots)
+    if on_trained is not None:
+        on_trained(result)
     report = None
     if on_progress is not None:
         def report(fraction: float) -> None:
@@ -58,8 +70,24 @@ def fit(config: RunConfig, data: Dataset, test: Dataset | None = None, on_progre
 
         report(0.0)
     apply_threads(config.training.threads, math.inf)  # scoring is large work: the idle cores unless told
-    result.metrics = score_run(result, data, test, report, stop_scoring)
+    try:
+        result.metrics = score_run(result, data, test, report, stop_scoring)
+    except (ArithmeticError, ValueError, RuntimeError, MemoryError, torch.linalg.LinAlgError) as e:
+        result.metrics = unscored_metrics(result, f"scoring failed ({type(e).__name__}: {short(str(e))}); "
+                                          "the trained run is kept: `evaluate --run RUN_DIR --data FILE` scores it")
+        result.metrics["scoring_failed"] = short(str(e)) or type(e).__name__
     return result
+
+
+def unscored_metrics(result: RunResult, note: str) -> dict[str, Any]:
+    """What metrics.json holds before (or without) a scoring: how the run ended, and why it is unscored."""
+    return {"scored": False, "estimator": result.config.estimator.name, "status": result.status,
+            "steps": result.steps_done, "wall_time": result.wall_time, "warnings": [note]}
+
+
+def short(text: str, limit: int = 200) -> str:
+    """A message cut to `limit` characters (errors may quote a user's 4000-digit value)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _json_default(o: Any) -> Any:
@@ -83,28 +111,29 @@ def dumps(obj: Any) -> str:
     return json.dumps(_clean(json.loads(json.dumps(obj, default=_json_default))), indent=2)
 
 
-def save_run(result: RunResult, run_dir: str | Path) -> Path:
-    """Write the run folder (every file atomically)."""
-    d = Path(run_dir)
-    d.mkdir(parents=True, exist_ok=True)
+def run_files(result: RunResult) -> dict[str, bytes]:
+    """The run folder's files (all but the manifest) as bytes."""
     run = {"config": result.config.to_dict(), "seed": result.seed, "device": result.device,
            "versions": result.versions, "threads": result.threads, "status": result.status,
-           "message": result.message,
+           "message": result.message, "scored": bool(result.metrics) and result.metrics.get("scored", True),
            "steps_done": result.steps_done, "wall_time": result.wall_time,
            "n_train": len(result.train_idx), "n_validation": len(result.heldout_idx)}
-    atomic_write_text(d / "run.json", dumps(run))
-    _save_module(result.decoder, result.decoder.describe(), d / "decoder")
-    if result.encoder is not None:
-        _save_module(result.encoder, result.encoder.describe(), d / "encoder")
-    atomic_write_text(d / "metrics.json", dumps(result.metrics))
-    atomic_write_text(d / "history.csv", history_csv(result.history))
-    return d
+    metrics = result.metrics or unscored_metrics(result, "not scored yet: the scoring was still running when "
+                                                 "this was written; `evaluate --run RUN_DIR --data FILE` scores it")
+    files = {"run.json": dumps(run).encode(), "metrics.json": dumps(metrics).encode(),
+             "history.csv": history_csv(result.history).encode()}
+    modules = [("decoder", result.decoder)] + ([("encoder", result.encoder)] if result.encoder is not None else [])
+    for stem, module in modules:
+        tensors = {k: v.detach().cpu().float().contiguous() for k, v in module.state_dict().items()}
+        files[f"{stem}.safetensors"] = st_save(tensors, metadata={"format": "nlica-lab"})
+        files[f"{stem}.json"] = dumps(module.describe()).encode()
+    return files
 
 
-def _save_module(module: torch.nn.Module, desc: dict, stem: Path) -> None:
-    tensors = {k: v.detach().cpu().float().contiguous() for k, v in module.state_dict().items()}
-    atomic_write_bytes(stem.with_suffix(".safetensors"), st_save(tensors, metadata={"format": "nlica-lab"}))
-    atomic_write_text(stem.with_suffix(".json"), dumps(desc))
+def save_run(result: RunResult, run_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write the run folder as one unit; an existing folder is replaced (whole) only with `overwrite`."""
+    with UnitWriter(run_dir, overwrite=overwrite, kind="run") as w:
+        return w.write(run_files(result))
 
 
 def history_csv(history: list[dict[str, float]]) -> str:
@@ -131,55 +160,114 @@ class SavedRun:
     info: dict[str, Any]
 
 
+MAX_JSON_BYTES = 16 << 20  # run.json, decoder.json, metrics.json: a few kB when written here
+MAX_WIDTH = 1 << 16  # n and every layer width a decoder.json may ask for
+
+
 def _read_json(path: Path) -> Any:
-    if not path.exists():
-        raise RunFileError(f"{path}: missing; a run folder holds run.json, decoder.safetensors and decoder.json")
+    problem = unreadable(path, MAX_JSON_BYTES)
+    if problem:
+        raise RunFileError(f"{path}: {problem}; a run folder holds run.json, decoder.safetensors and decoder.json")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunFileError(f"{path}: not valid JSON ({e}); re-save the run") from None
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise RunFileError(f"{path}: not valid JSON ({short(str(e), 80)}); save the run again") from None
+    except OSError as e:
+        raise RunFileError(f"{path}: cannot be read ({e.strerror or e}); check its permissions") from None
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.exists():
-        raise RunFileError(f"{path}: missing; save the run again from NLICA Lab")
+def _read_tensors(path: Path, max_bytes: int) -> dict[str, torch.Tensor]:
+    problem = unreadable(path, max_bytes)
+    if problem:
+        raise RunFileError(f"{path}: {problem}; save the run again from NLICA Lab")
     try:
-        return st_load(path.read_bytes())
+        tensors = st_load(path.read_bytes())
     except (SafetensorError, ValueError, OSError) as e:
-        raise RunFileError(f"{path}: not a readable safetensors file ({e})") from None
+        raise RunFileError(f"{path}: not a readable safetensors file ({short(str(e), 80)})") from None
+    for name, t in tensors.items():
+        if not torch.is_floating_point(t) or not bool(torch.isfinite(t).all()):
+            raise RunFileError(f"{path}: tensor {name!r} holds non-finite or non-float values; "
+                               "the run cannot be used (train it again)")
+    return tensors
+
+
+def _module_json(path: Path) -> dict[str, Any]:
+    """A decoder.json or encoder.json, its sizes checked before anything is allocated."""
+    desc = _read_json(path)
+    if not isinstance(desc, dict):
+        raise RunFileError(f"{path}: expected a JSON object describing the network")
+    for key in ("n", "m"):
+        v = desc.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_WIDTH:
+            raise RunFileError(f"{path}: {key}: got {short(repr(v), 40)}; expected an integer from 1 to {MAX_WIDTH}")
+    return desc
+
+
+def _check_matches(path: Path, what: str, got: Any, expected: Any) -> None:
+    if got != expected:
+        raise RunFileError(f"{path}: {what} is {short(repr(got), 40)} but run.json says {short(repr(expected), 40)}; "
+                           "the folder mixes two runs (save the run again)")
 
 
 def load_run(run_dir: str | Path) -> SavedRun:
-    """Open a run folder written by `save_run`. Pickle files are refused, never loaded."""
+    """Open a run folder written by `save_run`, checked against its manifest. Pickle files are refused, never
+    loaded; every size is checked before it is allocated."""
     d = Path(run_dir)
-    if d.suffix.lower() in PICKLE_SUFFIXES or (d.is_file() and d.suffix.lower() != ".json"):
+    if d.suffix.lower() in PICKLE_SUFFIXES:
         raise RunFileError(f"{d}: pickle/PyTorch checkpoint files are never opened (they can run code); "
                            "open a run folder holding decoder.safetensors and decoder.json")
     if d.is_file():
+        if d.suffix.lower() != ".json":
+            raise RunFileError(f"{d}: a file, not a run folder; open the folder holding run.json, "
+                               "decoder.safetensors and decoder.json")
         d = d.parent
+    if not d.is_dir():
+        raise RunFileError(f"{d}: no such run folder (one holds run.json, decoder.safetensors and decoder.json); "
+                           "give the folder `fit --out` wrote")
+    try:
+        verify(d)
+    except UnitError as e:
+        raise RunFileError(str(e)) from None
     info = _read_json(d / "run.json")
     try:
         config = RunConfig.from_dict(info.get("config") if isinstance(info, dict) else None)
     except ConfigError as e:
-        raise RunFileError(f"{d / 'run.json'}: {e}") from None
-    desc = _read_json(d / "decoder.json")
+        raise RunFileError(f"{d / 'run.json'}: {short(str(e))}") from None
+    desc = _module_json(d / "decoder.json")
     try:
-        n = int(desc["n"])
-        dcfg = DecoderConfig(m=int(desc["m"]), hidden=tuple(int(h) for h in desc["hidden"]),
-                             activation=desc["activation"], sigma_mode=desc["sigma_mode"])
+        n = desc["n"]
+        dcfg = DecoderConfig(m=desc["m"], hidden=tuple(desc["hidden"]), activation=desc["activation"],
+                             sigma_mode=desc["sigma_mode"], sigma_min=desc["sigma_min"])
         dcfg.validate()
-        decoder = Decoder(n, dcfg, sigma_init=1.0 + float(desc["sigma_min"]), sigma_min=float(desc["sigma_min"]))
-        decoder.load_state_dict(_read_tensors(d / "decoder.safetensors"))
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise RunFileError(f"{d / 'decoder.json'}: does not match decoder.safetensors ({e})") from None
+        if dcfg.sigma_min is None:
+            raise TypeError("sigma_min: missing; expected the floor the run trained with (a number >= 0)")
+    except (KeyError, TypeError, ConfigError) as e:
+        raise RunFileError(f"{d / 'decoder.json'}: {short(str(e))}; save the run again") from None
+    _check_matches(d / "decoder.json", "m", dcfg.m, config.decoder.m)
+    _check_matches(d / "decoder.json", "hidden", list(dcfg.hidden), list(config.decoder.hidden))
+    widths = [dcfg.m, *dcfg.hidden, n]
+    decoder = Decoder(n, dcfg, sigma_init=1.0 + dcfg.sigma_min, sigma_min=dcfg.sigma_min)
+    try:
+        decoder.load_state_dict(_read_tensors(d / "decoder.safetensors", _tensor_bytes(widths) + (1 << 20)))
+    except RuntimeError as e:
+        raise RunFileError(f"{d / 'decoder.json'}: does not match decoder.safetensors ({short(str(e), 120)})") from None
     encoder = None
-    if (d / "encoder.json").exists():
-        edesc = _read_json(d / "encoder.json")
+    if (d / "encoder.json").exists() or (d / "encoder.safetensors").exists():
+        edesc = _module_json(d / "encoder.json")
         try:
-            encoder = Encoder(int(edesc["n"]), int(edesc["m"]), tuple(int(h) for h in edesc["hidden"]),
-                              edesc["activation"])
-            encoder.load_state_dict(_read_tensors(d / "encoder.safetensors"))
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise RunFileError(f"{d / 'encoder.json'}: does not match encoder.safetensors ({e})") from None
+            hidden = tuple(edesc["hidden"])
+            EstimatorConfig(encoder_hidden=hidden).validate()
+            encoder = Encoder(edesc["n"], edesc["m"], hidden, edesc["activation"])
+            encoder.load_state_dict(_read_tensors(d / "encoder.safetensors",
+                                                  _tensor_bytes([edesc["n"], *hidden, 2 * edesc["m"]]) + (1 << 20)))
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # ConfigError is a ValueError
+            raise RunFileError(f"{d / 'encoder.json'}: does not match encoder.safetensors ({short(str(e), 120)})") \
+                from None
+        _check_matches(d / "encoder.json", "n and m", (edesc["n"], edesc["m"]), (n, dcfg.m))
     metrics = _read_json(d / "metrics.json") if (d / "metrics.json").exists() else {}
-    return SavedRun(d, config, decoder.eval(), encoder, metrics, info)
+    return SavedRun(d, config, decoder.eval(), encoder, metrics if isinstance(metrics, dict) else {}, info)
+
+
+def _tensor_bytes(widths: list[int]) -> int:
+    """float32 bytes of an MLP's weights and biases for these layer widths."""
+    return 4 * sum(a * b + b for a, b in itertools.pairwise(widths)) + 4 * widths[-1]

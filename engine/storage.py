@@ -16,7 +16,6 @@ and the fix; `load_dataset` raises nothing else.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -25,22 +24,23 @@ import os
 import re
 import stat
 import struct
-import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from .config import ACTIVATIONS, MIXINGS, SIGMOID_KINDS
+from .memory import SHARE, available_bytes, gib
 from .mixing import Mixing
+from .outputs import atomic_write_bytes, atomic_write_text, atomic_writer  # noqa: F401  (re-exported)
 from .simulate import Dataset, TrueModel
 
 PathLike = str | os.PathLike[str]
 
 SUFFIXES = (".npz", ".csv")
+CSV_MEMORY_FACTOR = 40  # a CSV takes about this many times its size in memory while it is parsed
 TRUTH_PREFIX = "truth/"
 
 # What zipfile / numpy may raise on a damaged archive. Only the archive-reading step is guarded by this.
@@ -80,77 +80,6 @@ class DataFileError(ValueError):
 
     def __reduce__(self):
         return (type(self), (self.file, self.problem, self.fix, self.where))
-
-
-# ----------------------------------------------------------------------------------------- atomic writes
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_NEW_FILE_MODE = 0o666 & ~_current_umask()
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable on POSIX (best effort; a no-op where directories cannot be opened)."""
-    flags = getattr(os, "O_DIRECTORY", None)
-    if flags is None:
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY | flags)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_writer(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Yield a temporary file next to `path`; on a clean exit it replaces `path` in one step.
-
-    `mode` is "wb" (bytes) or "w" (UTF-8 text, newlines written as given). The temporary file is
-    flushed and fsynced before `os.replace`; if anything raises, it is removed and `path` is untouched.
-    Parent directories are created. An existing file's permission bits are kept.
-    """
-    if mode not in ("wb", "w"):
-        raise ValueError(f"atomic_writer: mode {mode!r}; expected 'wb' or 'w'")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    text_args: dict[str, Any] = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
-    tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed or removed below on every path
-        mode=mode, dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False, **text_args
-    )
-    try:
-        yield tmp
-        tmp.flush()
-        os.fsync(tmp.fileno())
-        tmp.close()
-        try:
-            file_mode = stat.S_IMODE(os.stat(target).st_mode)
-        except OSError:
-            file_mode = _NEW_FILE_MODE
-        os.chmod(tmp.name, file_mode)
-        os.replace(tmp.name, target)
-    except BaseException:
-        tmp.close()
-        with contextlib.suppress(OSError):
-            os.unlink(tmp.name)
-        raise
-    _fsync_dir(target.parent)
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically (temp file in the same directory, fsync, os.replace)."""
-    with atomic_writer(path, "wb") as f:
-        f.write(data)
-
-
-def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> None:
-    """Write `text` to `path` atomically, encoded as `encoding`, newlines exactly as given."""
-    atomic_write_bytes(path, text.encode(encoding))
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -323,15 +252,33 @@ def save_dataset(path: PathLike, data: Dataset) -> None:
 # ------------------------------------------------------------------------------------------------- load
 
 
+def unreadable(path: PathLike, max_bytes: int | None = None) -> str | None:
+    """Why `path` cannot be read as an input file, or None. A FIFO, device or socket (or a link to one) is
+    refused before any read, which could block or never end; so is a file over `max_bytes`."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a folder, not a file"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a pipe, device or socket)"
+    if max_bytes is not None and st.st_size > max_bytes:
+        return f"{gib(st.st_size)}, more than the {gib(max_bytes)} that fit in memory here"
+    return None
+
+
 def _read_head(path: PathLike, size: int | None) -> bytes:
-    """The first `size` bytes of the file (all of it for None), with file-system errors as DataFileError."""
+    """The first `size` bytes of the file (all of it for None, within what memory allows), with file-system
+    errors as DataFileError."""
+    problem = unreadable(path, None if size is not None else available_bytes() // CSV_MEMORY_FACTOR)
+    if problem:
+        raise DataFileError(path, problem, "give a .npz or .csv data file (check the path)")
     try:
         with open(path, "rb") as f:
             return f.read() if size is None else f.read(size)
-    except FileNotFoundError:
-        raise DataFileError(path, "file not found", "check the path and the file name") from None
-    except IsADirectoryError:
-        raise DataFileError(path, "is a directory", "choose a .npz or .csv file") from None
     except OSError as exc:
         raise DataFileError(path, f"cannot read the file ({exc.strerror or exc})",
                             "check that it exists and is readable") from None
@@ -361,6 +308,10 @@ def _read_npz_member(file: PathLike, npz: Any, key: str) -> np.ndarray:
         raise DataFileError(file, f"holds Python objects (dtype {dtype}); refusing to unpickle",
                             "save plain numeric arrays (float64), not object arrays", f"key {key!r}")
     expected = math.prod(shape) * dtype.itemsize
+    if 8 * math.prod(shape) > SHARE * available_bytes() / 2:  # read, then converted to float64
+        raise DataFileError(file, f"header asks for shape {shape} ({gib(8 * math.prod(shape))} as float64), more "
+                            "than fits in memory here", "use a smaller data set or a machine with more memory",
+                            f"key {key!r}")
     if expected != info.file_size - offset:
         raise DataFileError(file, f"truncated or corrupt: header says shape {shape} of {dtype} "
                             f"({expected} bytes) but {info.file_size - offset} bytes follow",
@@ -462,7 +413,14 @@ def _load_csv(path: PathLike) -> Dataset:
     if not rows:
         raise DataFileError(path, "file is empty", "expected rows of comma-separated numbers")
     first_line, first = rows[0]
-    has_header = any(_parse_float(c) is None for c in first)
+    text_cells = [j for j, c in enumerate(first) if _parse_float(c) is None]
+    has_header = bool(text_cells)
+    if has_header and len(text_cells) < len(first):  # a header names every column; a data row is all numbers
+        j = text_cells[0]
+        shown = first[j] if len(first[j]) <= 40 else first[j][:37] + "..."
+        raise DataFileError(path, f"{shown!r} is not a number, but other cells of the first row are",
+                            "a header row names every column (e.g. x1,x2); a data row holds only numbers",
+                            f"row {first_line}, column {j + 1}")
     x_cols, z_cols = _split_header(path, first, first_line) if has_header else (list(range(len(first))), [])
     data_rows = rows[1:] if has_header else rows
     if not data_rows:

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 
 from . import __version__
-from .config import RunConfig, TrainingConfig
+from .config import ConfigError, RunConfig, TrainingConfig
 from .estimators import SUMMARIES, Estimator, build_estimator
 from .evaluate import quick_loglik
 from .latents import procrustes_align
+from .memory import require
 from .networks import Decoder, Encoder, build_decoder
 from .simulate import Dataset
 from .threads import apply_threads
@@ -38,6 +39,7 @@ DISPLAY_POINTS = 500  # training points whose inferred latents are sent to the l
 MAX_PROGRESS_RATE = 20.0  # progress dicts per second at most: the curves redraw at 15 Hz
 SNAPSHOT_RATE = 5.0  # plot snapshots (learned manifold, inferred latents) per second at most
 MONITOR_POINTS = 256  # validation points (a fixed seeded subsample) that the periodic estimate scores
+MAX_ABS_DATA = 1e15  # larger data values overflow the float32 sums of squares of a step
 EVAL_SHARE = 0.03  # the periodic estimate's share of the training time, at most (unless patience is on)
 
 
@@ -151,17 +153,39 @@ class FiniteGuard:
         torch._foreach_copy_([p.detach() for p in self.params], self.backup)
 
 
+def preflight(config: RunConfig, data: Dataset) -> None:
+    """Refuse, before any work, what `train` cannot do (a ConfigError naming the setting): an invalid config,
+    data beyond float32's range, too few training points, a step that does not fit in memory. The CLI calls it
+    before drawing its progress bar; `train` calls it first."""
+    config.validate()
+    largest = float(np.abs(data.x).max())
+    if largest > MAX_ABS_DATA:
+        raise ConfigError("data", f"values up to {largest:.3g}", f"training computes in float32, whose squares "
+                          f"overflow beyond about {MAX_ABS_DATA:g}: rescale the data (for example divide each "
+                          "column by its standard deviation)")
+    tc = config.training
+    train_idx, _ = split_indices(len(data), tc.val_fraction, tc.seed)
+    if len(train_idx) < 2:
+        raise ConfigError("training.val_fraction", tc.val_fraction,
+                          f"leaves {len(train_idx)} training points of {len(data)}; need at least 2 (more data, or a "
+                          "smaller val_fraction)")
+    x = torch.as_tensor(data.x[train_idx], dtype=torch.float32)
+    est = build_estimator(config.estimator, build_decoder(data.n, config.decoder, x), len(train_idx),
+                          torch.Generator())
+    B = min(tc.batch_size, len(train_idx))
+    require(est.step_bytes(B), "training.batch_size", tc.batch_size, "a training step",
+            "lower training.batch_size, estimator.samples or estimator.nodes, or the decoder's widths")
+
+
 def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_progress: ProgressFn | None = None,
           should_stop: StopFn | None = None, snapshots: bool = True) -> RunResult:
     """Fit the decoder (and encoder) by the configured estimator. See the module docstring; `snapshots=False`
     leaves the plot snapshots out of the progress dicts (the terminal draws none)."""
-    config.validate()
+    preflight(config, data)
     tc = config.training
     device = resolve_device(tc.device)
     torch.manual_seed(tc.seed)  # only for modules' default initialisation; sampling uses run generators
     train_idx, val_idx = split_indices(len(data), tc.val_fraction, tc.seed)
-    if len(train_idx) < 2:
-        raise ValueError(f"training.val_fraction: leaves {len(train_idx)} training points; need at least 2")
     if len(val_idx) == 0:  # no validation split: monitor (and, without a test set, score) on training points
         val_idx = train_idx
     x_train = torch.as_tensor(data.x[train_idx], dtype=torch.float32, device=device)  # (N_train, n)
@@ -169,12 +193,12 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
     decoder = build_decoder(data.n, config.decoder, x_train.cpu()).to(device)
     gen = torch.Generator(device=device).manual_seed(tc.seed + 1)
     est = build_estimator(config.estimator, decoder, len(train_idx), gen).to(device)
-    threads = apply_threads(tc.threads, est.step_flops(min(tc.batch_size, len(train_idx))))
+    B = min(tc.batch_size, len(train_idx))
+    threads = apply_threads(tc.threads, est.step_flops(B))
     params = est.trainable_parameters()
-    opt = torch.optim.Adam(params, lr=tc.lr, foreach=True)  # one kernel per update op for all tensors
+    opt = torch.optim.Adam(params, lr=tc.lr, fused=True)  # one kernel for the whole update of all tensors
     guard = FiniteGuard(params)
     batch_gen = torch.Generator().manual_seed(tc.seed + 2)
-    B = min(tc.batch_size, len(train_idx))
 
     # fixed views for the live plots
     grid = latent_grid(decoder.m)

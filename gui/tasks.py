@@ -155,7 +155,8 @@ def posterior(decoder: Decoder, encoder: Encoder | None, x: np.ndarray, index: i
 
 
 def save_trained_run(result: RunResult, folder: str) -> Task:
-    return lambda report, should_stop: str(save_run(result, folder))
+    # the folder dialog asked before replacing; a folder this program did not write is never replaced
+    return lambda report, should_stop: str(save_run(result, folder, overwrite=True))
 
 
 def _history(path: Path) -> list[dict[str, float]]:

@@ -218,7 +218,7 @@ BAD: list[tuple[str, list[str], list[str]]] = [
     ("truth-on-csv", ["evaluate", "--data", "{CSV}", "--truth"], ["F.csv", "--truth"]),
     ("pickle", ["evaluate", "--run", "{PT}", "--data", "{F}"], ["some.pt", "pickle"]),
     ("eval-seed-huge", ["evaluate", "--data", "{M3}", "--truth", "--seed", str(2**70)], ["--seed"]),
-    ("run-missing", ["evaluate", "--run", "{D}/norun", "--data", "{F}"], ["run.json", "missing"]),
+    ("run-missing", ["evaluate", "--run", "{D}/norun", "--data", "{F}"], ["norun", "no such run folder"]),
     ("quadrature-m4", ["fit", "--data", "{F}", "--estimator", "mle-quadrature", "--m", "4", "--out", "{D}/r"],
      ["estimator.name", "m <= 3"]),
     ("steps0", ["fit", "--data", "{F}", "--steps", "0", "--out", "{D}/r"], ["training.steps"]),

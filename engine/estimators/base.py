@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from ..memory import rows_bytes
 from ..networks import Decoder
 
 
@@ -43,6 +44,10 @@ class Estimator(nn.Module):
     def step_flops(self, batch: int) -> float:
         """Multiply-adds of a step, about: forward and backward cost three times the forward's."""
         return 3.0 * self.decoder_rows(batch) * self.decoder.macs_per_row()
+
+    def step_bytes(self, batch: int) -> int:
+        """Memory a step needs, about: its decoder rows through the decoder's layers (engine/memory.py)."""
+        return rows_bytes(self.decoder_rows(batch), self.decoder.widths())
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The decoder's parameters (and the encoder's, for a VAE)."""

@@ -31,6 +31,9 @@ class GaussHermiteMLE(Estimator):
     def decoder_rows(self, batch: int) -> int:
         return self.u.shape[0]  # the grid goes through the decoder once per batch
 
+    def step_bytes(self, batch: int) -> int:
+        return super().step_bytes(batch) + 3 * 4 * batch * self.u.shape[0]  # and the (B, G) log-likelihoods
+
     def objective(self, x: Tensor, idx: Tensor, step: int) -> Objective:
         ll = log_marginal_dense(self.decoder, x, self.u, self.logw)  # (B,)
         value = ll.mean()

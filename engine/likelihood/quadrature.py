@@ -63,7 +63,8 @@ def grid_terms(x: Tensor, mean: Tensor, sigma: Tensor, logw: Tensor) -> tuple[Te
     r_b = -||x_b / sigma||^2 / 2 - sum log sigma - n/2 log 2 pi.  x (B, n), mean (G, n), logw (G,) -> (B, G), (B,)."""
     n = x.shape[-1]
     s = sigma.expand(n) if sigma.dim() == 0 else sigma
-    xs, ms = x / s, mean / s
+    c = mean.detach().mean(0)  # ||x - mean||^2 is the same about any centre; near the data the expansion keeps
+    xs, ms = (x - c) / s, (mean - c) / s  # its precision (data far from 0 would cancel large squares in float32)
     T = torch.addmm(logw - 0.5 * ms.pow(2).sum(-1), xs, ms.T)  # (B, G)
     return T, -0.5 * xs.pow(2).sum(-1) - s.log().sum() - 0.5 * n * np.log(2 * np.pi)
 
