@@ -25,7 +25,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_load.py
 	$(VENV)/bin/python bench/bench_budget.py
 
-BUNDLE_BUDGET_MB ?= 800
+BUNDLE_BUDGET_MB ?= 650
 
 bundle: $(STAMP)
 	$(VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN build.spec

@@ -20,7 +20,6 @@ import itertools
 
 import numpy as np
 import torch
-from scipy.linalg import eigh_tridiagonal
 from torch import Tensor
 
 from ..model import LatentGaussianModel, log_joint, log_prior
@@ -28,14 +27,32 @@ from ..model import LatentGaussianModel, log_joint, log_prior
 
 @functools.lru_cache(maxsize=32)
 def _hermite_rule_1d(nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilists' Gauss-Hermite rule for N(0, 1) by Golub-Welsch: nodes, log weights (sum w = 1)."""
+    """Probabilists' Gauss-Hermite rule for N(0, 1): nodes (ascending), log weights (sum w = 1).
+
+    Nodes: eigenvalues of the Jacobi matrix of He_k (Golub-Welsch). Weights: Christoffel's
+    w_i = 1 / sum_{k<n} p_k(u_i)^2 (p_k the orthonormal He_k), summed with a running scale, so that they
+    stay accurate in log space far into the tails and for any node count; Golub-Welsch's eigenvector
+    weights are accurate only to ~1e-16 absolute (wrong in log below about exp(-37)), and NumPy's
+    hermegauss overflows beyond a few hundred nodes. Nodes whose weight is below exp(-700) are dropped."""
     if nodes == 1:
         return np.zeros(1), np.zeros(1)
-    u, v = eigh_tridiagonal(np.zeros(nodes), np.sqrt(np.arange(1, nodes, dtype=np.float64)))
-    with np.errstate(divide="ignore"):
-        logw = 2.0 * np.log(np.abs(v[0]))
+    off = np.sqrt(np.arange(1, nodes, dtype=np.float64))
+    u = np.linalg.eigvalsh(np.diag(off, 1) + np.diag(off, -1))
+    u = 0.5 * (u - u[::-1])  # exactly symmetric
+    prev, p, s = np.zeros(nodes), np.ones(nodes), np.ones(nodes)
+    log_scale = np.zeros(nodes)
+    for k in range(nodes - 1):
+        prev, p = p, (u * p - np.sqrt(k) * prev) / np.sqrt(k + 1.0)
+        s += p * p
+        big = s > 1e200
+        if big.any():
+            p[big] *= 1e-100
+            prev[big] *= 1e-100
+            s[big] *= 1e-200
+            log_scale[big] += 200.0 * np.log(10.0)
+    logw = -(np.log(s) + log_scale)
     logw -= np.logaddexp.reduce(logw)
-    keep = np.isfinite(logw) & (logw > -700.0)
+    keep = logw > -700.0
     return u[keep], logw[keep]
 
 
