@@ -25,9 +25,10 @@ def _main(argv: list[str] | None) -> int:
 
         return run_self_test()
     if (argv and not argv[0].startswith("-")) or argv[:1] in (["-h"], ["--help"]):
-        from engine.cli import main as cli_main
+        import engine.cli
 
-        return cli_main(argv)
+        engine.cli.RENDER_PNG = _render_png  # select-m's figure is drawn by Qt offscreen: the engine has no Qt
+        return engine.cli.main(argv)
     if not display_available():
         print("nlica-lab: no display found (DISPLAY/WAYLAND_DISPLAY unset), so the window cannot open; "
               "the headless commands still work: python main.py --help", file=sys.stderr)
@@ -40,6 +41,12 @@ def _main(argv: list[str] | None) -> int:
     from gui.app import run_app
 
     return run_app(argv)
+
+
+def _render_png(chart: dict) -> bytes:
+    from gui.figures import render_png
+
+    return render_png(chart)
 
 
 def missing_xcb_libraries() -> list[str]:

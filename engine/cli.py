@@ -1,4 +1,5 @@
-"""Headless command line: simulate, evaluate, fit, compare. Bad input: one line on stderr, exit code 2."""
+"""Headless command line: simulate, evaluate, fit, compare, select-m. Bad input: one line on stderr, exit code
+2; Ctrl-C: exit code 130."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import math
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,6 +22,7 @@ from .config import (
     ACTIVATIONS,
     ESTIMATORS,
     MIXINGS,
+    PREPROCESS,
     SIGMOID_KINDS,
     ConfigError,
     RunConfig,
@@ -30,6 +33,7 @@ from .evaluate import ScoringStopped, heldout_loglik, sigma_report
 from .outputs import OutputError, UnitWriter
 from .presets import list_presets, load_preset
 from .runs import RunFileError, dumps, fit, load_run, run_files, short
+from .selection import Choice, one_se_rule, suggest_m
 from .simulate import Dataset, simulate
 from .storage import DataFileError, load_dataset, save_dataset, unreadable
 from .threads import apply_threads
@@ -100,17 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=_threads, default=0, help="torch intra-op threads: auto (default) or N")
 
     for name, helptext in (("fit", "train one estimator and save the run folder"),
-                           ("compare", "train several estimators on the same data and split; one table")):
+                           ("compare", "train several estimators on the same data and split; one table"),
+                           ("select-m", "fit m = 1..M on the same split and choose m by held-out log-likelihood")):
         f = sub.add_parser(name, help=helptext)
         f.add_argument("--data", required=True, help="training data (.npz or .csv)")
         f.add_argument("--test", help="held-out data; default: a validation split of --data")
         if name == "fit":
             f.add_argument("--estimator", choices=ESTIMATORS, default=None, help="training objective")
+        elif name == "select-m":
+            f.add_argument("--estimator", choices=ESTIMATORS, default=None,
+                           help="training objective for every m (default: by m, mle-adaptive for m <= 3, "
+                           "mle-importance above)")
+            f.add_argument("--max-m", type=int, help="largest m tried (default min(n - 1, 6), at least 1)")
         else:
             f.add_argument("--estimators", default="mle-adaptive,mle-importance,vae,iwae",
                            help="comma-separated estimators (" + ", ".join(ESTIMATORS) + ")")
         f.add_argument("--config", help="a RunConfig JSON (GUI 'Save config'); flags below override it")
-        f.add_argument("--m", type=int, help="latent dimension of the fitted model (default: the data's)")
+        if name != "select-m":
+            f.add_argument("--m", type=int, help="latent dimension of the fitted model (default: the data's, else "
+                           "the PPCA suggestion, said on stderr)")
         f.add_argument("--hidden", type=_int_list, help="decoder hidden widths, e.g. 64,64 ('' = linear)")
         f.add_argument("--activation", choices=ACTIVATIONS, help="decoder activation")
         f.add_argument("--steps", type=int, help="training steps (with --time-limit: whichever ends first)")
@@ -124,12 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "200, 16, 6)")
         f.add_argument("--samples", type=int, help="K: importance samples (mle-importance, iwae)")
         f.add_argument("--sigma-min", type=float, help="sigma floor (0: none; default 1e-3 x data scale)")
+        f.add_argument("--preprocess", choices=PREPROCESS, help="fit on centred or standardised columns; "
+                       "log-likelihoods stay in the data's units (default none)")
         f.add_argument("--val-fraction", type=float, help="validation fraction of --data")
         f.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
         f.add_argument("--seed", type=int, help="training seed")
         f.add_argument("--quiet", action="store_true", help="no progress bar")
-        f.add_argument("--out", required=True, help="run folder (fit) or output folder (compare), written as "
-                       "one unit")
+        f.add_argument("--out", required=True, help="run folder (fit) or output folder (compare, select-m), "
+                       "written as one unit")
         f.add_argument("--overwrite", action="store_true", help="replace --out (whole) if it exists")
     return p
 
@@ -213,15 +227,23 @@ def _read_config(path: str) -> RunConfig:
 
 
 def _run_config(a: argparse.Namespace, data: Dataset, estimator: str | None) -> RunConfig:
+    """The run's config: --config (or the defaults), the flags over it, then validated. The latent dimension:
+    --m, else the config's, else the data's (`data_m`; a suggestion is said in `a.m_note`)."""
     cfg = _read_config(a.config) if a.config else RunConfig()
-    default_m = data.truth.m if data.truth is not None else (data.z.shape[1] if data.z is not None else 1)
-    dec = {"m": a.m if a.m is not None else (cfg.decoder.m if a.config else default_m)}
+    a.m_note = None
+    if a.m is not None or a.config:
+        m = a.m if a.m is not None else cfg.decoder.m
+    else:
+        m, a.m_note = data_m(data, a.data)
+    dec = {"m": m}
     if a.hidden is not None:
         dec["hidden"] = a.hidden
     if a.activation is not None:
         dec["activation"] = a.activation
     if a.sigma_min is not None:
         dec["sigma_min"] = a.sigma_min
+    if a.preprocess is not None:
+        dec["preprocess"] = a.preprocess
     est = {k: v for k, v in (("name", estimator), ("nodes", a.nodes), ("samples", a.samples)) if v is not None}
     tr = {k: v for k, v in (("steps", a.steps), ("batch_size", a.batch_size), ("lr", a.lr),
                             ("val_fraction", a.val_fraction), ("device", a.device), ("seed", a.seed),
@@ -236,6 +258,19 @@ def _run_config(a: argparse.Namespace, data: Dataset, estimator: str | None) -> 
     except RuntimeError as e:
         raise UsageError(str(e)) from None
     return cfg
+
+
+def data_m(data: Dataset, path: str) -> tuple[int, str | None]:
+    """The latent dimension to fit when none is given: the true model's or the stored latents', else the PPCA
+    suggestion (engine/selection.py) with the line that says so."""
+    if data.truth is not None:
+        return data.truth.m, None
+    if data.z is not None:
+        return int(data.z.shape[1]), None
+    m = suggest_m(data.x).chosen
+    return m, (f"m = {m}: {path} holds no true model, so m is PPCA's suggestion (the smallest m within one "
+               "standard error of the best linear held-out log-likelihood); `select-m` checks it with the "
+               "nonlinear model, --m sets it")
 
 
 class _Progress:
@@ -290,10 +325,12 @@ class _CtrlC:
 
 
 def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, writer: UnitWriter, quiet: bool,
-             stop: _CtrlC) -> RunResult:
+             stop: _CtrlC, note: str | None = None) -> RunResult:
     """Train and score one run; the run folder is written as soon as the training ends, then again with its
-    metrics (so a scoring that fails or is stopped keeps the trained run)."""
+    metrics (so a scoring that fails or is stopped keeps the trained run). `note`: said before it starts."""
     preflight(cfg, data)  # its refusals before any progress is drawn
+    if note and not quiet:
+        print(note, file=sys.stderr)
     est, m = cfg.estimator, cfg.decoder.m
     if est.name in ("mle-quadrature", "mle-adaptive") and est.nodes is None and not quiet:
         print(f"{est.name}: {resolved_nodes(est, m)} Gauss-Hermite nodes per dimension, the default for m = {m} "
@@ -326,7 +363,7 @@ def cmd_fit(a: argparse.Namespace) -> int:
     cfg = _run_config(a, data, a.estimator)
     stop = _CtrlC()
     with UnitWriter(a.out, overwrite=a.overwrite, kind="run") as writer:  # checked and locked before training
-        result = _fit_one(cfg, data, test, writer, a.quiet, stop)
+        result = _fit_one(cfg, data, test, writer, a.quiet, stop, a.m_note)
     print(dumps({"out": a.out, "status": result.status, "message": result.message, **result.metrics}))
     if stop.requested:
         print(f"nlica-lab fit: stopped by the user; the run is saved in {a.out}", file=sys.stderr)
@@ -406,33 +443,127 @@ def cmd_compare(a: argparse.Namespace) -> int:
     _check_test(data, test, a.test)
     configs = [_run_config(a, data, name) for name in names]  # all validated before any training
     stop = _CtrlC()
-    rows: list[dict[str, Any]] = []
-    truth = None
     with UnitWriter(a.out, overwrite=a.overwrite, kind="compare") as out:  # built in a temporary sibling
-        try:
-            for name, cfg in zip(names, configs, strict=True):
-                if stop.requested:
-                    rows.append(compare_row(name, {}, "not run", "not run: stopped by the user"))
-                    continue
-                try:
-                    with UnitWriter(out.staging() / name, overwrite=False, kind="run", lock=False) as run:
-                        result = _fit_one(cfg, data, test, run, a.quiet, stop)
-                except FIT_ERRORS as e:
-                    rows.append(compare_row(name, {}, "failed", f"failed: {short(str(e))}"))
-                    print(f"nlica-lab compare: {name} failed: {short(str(e))}", file=sys.stderr)
-                    continue
-                rows.append(compare_row(name, result.metrics, result.status,
-                                        "; ".join(result.metrics.get("warnings", [])[:1])))
-                truth = result.metrics.get("true_heldout_loglik", truth)
-        except KeyboardInterrupt:  # Ctrl-C twice: the runs that finished are kept, the one interrupted is not
-            rows.append(compare_row(names[len(rows)], {}, "aborted", "aborted by the user (Ctrl-C twice)"))
-            _write_compare(out, rows, truth)
-            raise
+        if a.m_note and not a.quiet:
+            print(a.m_note, file=sys.stderr)
+        rows, results, aborted = _fit_many(list(zip(names, configs, strict=True)), data, test, out, a.quiet, stop)
+        truth = next((r.metrics["true_heldout_loglik"] for r in results.values()
+                      if r.metrics.get("true_heldout_loglik") is not None), None)
         _write_compare(out, rows, truth)
+    if aborted:
+        raise KeyboardInterrupt
     print(format_table(rows))
     if truth is not None:
         print(f"true model: {truth:.4f} nats/point on the same held-out points")
     return 130 if stop.requested else 0
+
+
+def _fit_many(named: list[tuple[str, RunConfig]], data: Dataset, test: Dataset | None, out: UnitWriter,
+              quiet: bool, stop: _CtrlC) -> tuple[list[dict[str, Any]], dict[str, RunResult], bool]:
+    """Train and score each named config into out's folder/<name> (each run its own unit): the table's rows,
+    the results that finished, and whether Ctrl-C twice aborted the series (what finished is kept). An
+    estimator that fails is a row with its message; after a stop the rest are rows "not run"."""
+    rows: list[dict[str, Any]] = []
+    results: dict[str, RunResult] = {}
+    for name, cfg in named:
+        if stop.requested:
+            rows.append(compare_row(name, {}, "not run", "not run: stopped by the user"))
+            continue
+        try:
+            with UnitWriter(out.staging() / name, overwrite=False, kind="run", lock=False) as run:
+                result = _fit_one(cfg, data, test, run, quiet, stop)
+        except FIT_ERRORS as e:
+            rows.append(compare_row(name, {}, "failed", f"failed: {short(str(e))}"))
+            print(f"nlica-lab: {name} failed: {short(str(e))}", file=sys.stderr)
+            continue
+        except KeyboardInterrupt:  # Ctrl-C twice: the runs that finished are kept, the one interrupted is not
+            rows.append(compare_row(name, {}, "aborted", "aborted by the user (Ctrl-C twice)"))
+            return rows, results, True
+        rows.append(compare_row(name, result.metrics, result.status,
+                                "; ".join(result.metrics.get("warnings", [])[:1])))
+        results[name] = result
+    return rows, results, False
+
+
+def estimator_for(m: int) -> str:
+    """select-m's estimator by m: adaptive quadrature while its grid is small, importance sampling above."""
+    return "mle-adaptive" if m <= 3 else "mle-importance"
+
+
+def cmd_select_m(a: argparse.Namespace) -> int:
+    data = _load(a.data)
+    test = _load(a.test) if a.test else None
+    _check_test(data, test, a.test)
+    top = a.max_m if a.max_m is not None else min(max(data.n - 1, 1), 6)
+    if not 1 <= top <= data.n:
+        raise UsageError(f"--max-m: got {short(str(top))}; expected an integer from 1 to n = {data.n} (the data's "
+                         "columns)")
+    named = []
+    for m in range(1, top + 1):
+        a.m = m
+        named.append((f"m{m}", _run_config(a, data, a.estimator or estimator_for(m))))  # all validated first
+    stop = _CtrlC()
+    with UnitWriter(a.out, overwrite=a.overwrite, kind="select-m") as out:
+        rows, results, aborted = _fit_many(named, data, test, out, a.quiet, stop)
+        per_point = {int(name[1:]): r.heldout_per_point for name, r in results.items()
+                     if r.heldout_per_point is not None and r.status != "failed"}
+        choice = one_se_rule(per_point) if per_point else None
+        doc = select_m_record(named, rows, results, choice, data)
+        files = {"select_m.json": dumps(doc).encode(), "compare.csv": compare_csv(rows).encode()}
+        if RENDER_PNG is not None and choice is not None:
+            try:
+                files["select_m.png"] = RENDER_PNG(select_m_chart(doc))
+            except Exception as e:  # a figure that cannot be drawn must not lose the runs
+                print(f"nlica-lab select-m: no select_m.png ({type(e).__name__}: {short(str(e))})", file=sys.stderr)
+        out.write(files)
+    if aborted:
+        raise KeyboardInterrupt
+    print(format_table(rows))
+    if choice is None:
+        print("no m was scored: nothing to choose from", file=sys.stderr)
+        return 1
+    print(f"chosen m = {doc['chosen_m']} (the smallest within one paired standard error of the best, m = "
+          f"{doc['best_m']}); {a.out}/select_m.json")
+    return 130 if stop.requested else 0
+
+
+def select_m_record(named: list[tuple[str, RunConfig]], rows: list[dict[str, Any]], results: dict[str, RunResult],
+                    choice: Choice | None, data: Dataset) -> dict[str, Any]:
+    """select_m.json: per m its estimator, status, held-out log-likelihood and standard error, the shortfall
+    from the best with its paired standard error, PPCA's held-out log-likelihood and the run folder; the
+    chosen and the best m; the true m when the data have one."""
+    scored = {int(r["m"]): r for r in (choice.rows if choice else [])}
+    candidates = []
+    for (name, cfg), row in zip(named, rows, strict=False):
+        m = cfg.decoder.m
+        res = results.get(name)
+        entry = {"m": m, "estimator": cfg.estimator.name, "status": row["status"], "run": name,
+                 "message": row.get("message", ""),
+                 "ppca_heldout_loglik": None if res is None else res.metrics.get("ppca_heldout_loglik")}
+        entry.update({k: v for k, v in scored.get(m, {}).items() if k != "m"})
+        candidates.append(entry)
+    return {"chosen_m": None if choice is None else choice.chosen, "best_m": None if choice is None else choice.best,
+            "rule": "the smallest m whose held-out log-likelihood is within one paired standard error of the best",
+            "true_m": None if data.truth is None else data.truth.m, "candidates": candidates,
+            "true_heldout_loglik": next((r.metrics.get("true_heldout_loglik") for r in results.values()), None)}
+
+
+def select_m_chart(doc: dict[str, Any]) -> dict[str, Any]:
+    """The PNG's chart: held-out log-likelihood +- SE against m, PPCA's beside it, the chosen m marked."""
+    cands = doc["candidates"]
+    series = [{"label": "fitted (held-out ± SE)", "y": [c.get("heldout_loglik") for c in cands],
+               "err": [c.get("heldout_loglik_se") for c in cands], "color": "#1f77b4"},
+              {"label": "PPCA (linear)", "y": [c.get("ppca_heldout_loglik") for c in cands], "err": None,
+               "color": "#ff7f0e"}]
+    if doc.get("true_heldout_loglik") is not None:
+        series.append({"label": "true model", "y": [doc["true_heldout_loglik"]] * len(cands), "err": None,
+                       "color": "#2ca02c"})
+    return {"title": "held-out log-likelihood against the latent dimension", "x_label": "m",
+            "y_label": "nats per point", "x": [c["m"] for c in cands], "series": series,
+            "mark_x": doc["chosen_m"], "mark_label": f"chosen m = {doc['chosen_m']}"}
+
+
+RENDER_PNG: Callable[[dict[str, Any]], bytes] | None = None  # set by main.py (gui/figures.py); None: no PNG
 
 
 def _write_compare(out: UnitWriter, rows: list[dict[str, Any]], truth: float | None) -> None:
@@ -447,8 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if in_main else None
     try:
-        return {"simulate": cmd_simulate, "evaluate": cmd_evaluate, "fit": cmd_fit,
-                "compare": cmd_compare}[a.command](a)
+        return {"simulate": cmd_simulate, "evaluate": cmd_evaluate, "fit": cmd_fit, "compare": cmd_compare,
+                "select-m": cmd_select_m}[a.command](a)
     except (*USAGE_ERRORS, UsageError) as e:
         print(f"nlica-lab {a.command}: error: {short(str(e), 400)}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ VAE_ESTIMATORS = ESTIMATORS[4:]
 PROPOSALS = ("prior", "laplace")
 SAMPLERS = ("langevin", "hmc")
 SIGMA_MODES = ("shared", "per_dim")
+PREPROCESS = ("none", "center", "standardize")
 VAE_SIGMA_UPDATES = ("learned", "closed_form")
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
@@ -122,12 +123,14 @@ class DecoderConfig:
     learn_sigma: bool = True
     sigma_init: float | None = None  # None: half the data's mean standard deviation
     sigma_min: float | None = None  # floor; None: 1e-3 times the data's mean standard deviation; 0: none
+    preprocess: str = "none"  # none | center | standardize: g and sigma act on (x - shift) / scale (networks.py)
 
     def validate(self, prefix: str = "decoder") -> None:
         _int_in(f"{prefix}.m", self.m, 1, 100)
         _layers(f"{prefix}.hidden", self.hidden, allow_empty=True)
         _choice(f"{prefix}.activation", self.activation, ACTIVATIONS)
         _choice(f"{prefix}.sigma_mode", self.sigma_mode, SIGMA_MODES)
+        _choice(f"{prefix}.preprocess", self.preprocess, PREPROCESS)
         _bool(f"{prefix}.learn_sigma", self.learn_sigma)
         if self.sigma_init is not None:
             _real_in(f"{prefix}.sigma_init", self.sigma_init, 0.0, 1e3, open_lo=True)

@@ -108,6 +108,7 @@ def score_run(result: RunResult, data: Dataset, test: Dataset | None = None,
 
     try:
         fit = heldout_loglik(result.decoder, full.x, seed=seed, on_progress=progress("fit"), should_stop=should_stop)
+        result.heldout_per_point = fit.per_point  # for paired comparisons between runs (select-m)
         out.update({"heldout_loglik": fit.mean, "heldout_loglik_se": fit.se, "n_scored": len(held),
                     "heldout_method": fit.method, "heldout_details": fit.details})
         out["warnings"] += fit.warnings

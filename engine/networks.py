@@ -2,6 +2,13 @@
 
 sigma = sigma_min + softplus(rho): the Gaussian-decoder likelihood is unbounded as sigma -> 0
 (Mattei & Frellsen 2018), even with one shared sigma, so a floor sigma_min > 0 keeps the MLE finite.
+
+Preprocessing (`DecoderConfig.preprocess`) is part of the model: with y = (x - shift) / scale (centre:
+scale 1; standardise: the training columns' means and standard deviations, fixed when the decoder is
+built), the decoder is g_x(z) = shift + scale * g(z) and sigma_x = scale * sigma, so
+    log N(x; g_x(z), diag sigma_x^2) = log N(y; g(z), diag sigma^2) - sum_j log scale_j,
+every log-likelihood is in the data's own units (the change of variables included) and every consumer
+(training, scoring, sampling, plots) sees x. sigma, sigma_min and the history's sigma are in y's units.
 """
 
 from __future__ import annotations
@@ -54,31 +61,43 @@ class MLP(nn.Module):
 
 
 class Decoder(nn.Module):
-    """p_theta(x | z) = N(x; g_theta(z), diag sigma^2). A `LatentGaussianModel`."""
+    """p_theta(x | z) = N(x; shift + scale * g_theta(z), diag (scale * sigma)^2). A `LatentGaussianModel`."""
 
-    def __init__(self, n: int, cfg: DecoderConfig, sigma_init: float, sigma_min: float):
+    def __init__(self, n: int, cfg: DecoderConfig, sigma_init: float, sigma_min: float,
+                 shift: Tensor | None = None, scale: Tensor | None = None):
         super().__init__()
         self.n, self.m = n, cfg.m
         self.hidden = tuple(cfg.hidden)
         self.activation = cfg.activation
         self.sigma_mode = cfg.sigma_mode
         self.sigma_min = float(sigma_min)
+        self.preprocess = cfg.preprocess
         self.net = MLP(cfg.m, self.hidden, n, cfg.activation)
         size = 1 if cfg.sigma_mode == "shared" else n
         rho = torch.full((size,), _softplus_inv(max(sigma_init - sigma_min, 1e-6)))
         self.rho = nn.Parameter(rho, requires_grad=cfg.learn_sigma)
+        self.register_buffer("data_shift", torch.zeros(n) if shift is None else shift.float().clone())  # (n,)
+        self.register_buffer("data_scale", torch.ones(n) if scale is None else scale.float().clone())  # (n,)
+
+    def _to_data(self, y: Tensor) -> Tensor:
+        if self.preprocess == "none":
+            return y
+        return self.data_shift + y if self.preprocess == "center" else self.data_shift + self.data_scale * y
 
     def mean(self, z: Tensor) -> Tensor:
-        """g_theta(z): (..., m) -> (..., n), through the net as one (rows, m) matrix (batched 3-D inputs
-        cost extra copies in the backward pass)."""
-        return self.net(z.reshape(-1, self.m)).reshape(*z.shape[:-1], self.n)
+        """shift + scale * g_theta(z): (..., m) -> (..., n), through the net as one (rows, m) matrix (batched
+        3-D inputs cost extra copies in the backward pass)."""
+        return self._to_data(self.net(z.reshape(-1, self.m))).reshape(*z.shape[:-1], self.n)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)
+        return self.mean(z)
 
     def mean_and_jacobian(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """g_theta(z) and dg/dz in one pass: z (B, m) -> (B, n), (B, n, m)."""
-        return self.net.forward_and_jacobian(z)
+        """The mean and its Jacobian in one pass: z (B, m) -> (B, n), (B, n, m)."""
+        g, J = self.net.forward_and_jacobian(z)
+        if self.preprocess == "standardize":
+            J = self.data_scale.view(1, -1, 1) * J
+        return self._to_data(g), J
 
     def widths(self) -> list[int]:
         """Layer widths from the latent to the data: [m, *hidden, n]."""
@@ -88,9 +107,15 @@ class Decoder(nn.Module):
         """Multiply-adds of g_theta for one latent point."""
         return sum(layer.in_features * layer.out_features for layer in self.net.layers)
 
-    def sigma(self) -> Tensor:
+    def model_sigma(self) -> Tensor:
+        """sigma in the model's units (those of y; the floor applies here): () shared, (n,) per dimension."""
         s = self.sigma_min + nn.functional.softplus(self.rho)
         return s[0] if self.sigma_mode == "shared" else s
+
+    def sigma(self) -> Tensor:
+        """sigma in the data's units: scale * the model's sigma, (n,) when standardising."""
+        s = self.model_sigma()
+        return self.data_scale * s if self.preprocess == "standardize" else s
 
     def sigma_mean(self) -> float:
         """sigma averaged over coordinates, as a float for the history: computed on the host from one read
@@ -99,7 +124,7 @@ class Decoder(nn.Module):
         return self.sigma_min + sum(max(r, 0.0) + math.log1p(math.exp(-abs(r))) for r in rho) / len(rho)
 
     def set_sigma(self, value: Tensor) -> None:
-        """Set sigma (clamped just above the floor), e.g. to its closed-form optimum."""
+        """Set the model's sigma (in y's units, clamped just above the floor), e.g. to its closed-form optimum."""
         target = (value.detach() - self.sigma_min).clamp_min(1e-8)
         with torch.no_grad():
             self.rho.copy_((target + torch.log(-torch.expm1(-target))).expand_as(self.rho))
@@ -108,7 +133,7 @@ class Decoder(nn.Module):
         """True when sigma sits within 1% of the floor sigma_min (reported, never hidden)."""
         if self.sigma_min <= 0:
             return False
-        return bool((self.sigma().detach() <= self.sigma_min * (1 + rel)).any())
+        return bool((self.model_sigma().detach() <= self.sigma_min * (1 + rel)).any())
 
     @property
     def is_linear(self) -> bool:
@@ -125,7 +150,9 @@ class Decoder(nn.Module):
             "kind": "decoder", "n": self.n, "m": self.m, "hidden": list(self.hidden),
             "activation": self.activation, "sigma_mode": self.sigma_mode, "sigma_min": self.sigma_min,
             "sigma": self.sigma().detach().cpu().reshape(-1).tolist(),
-            "sigma_parameterisation": "sigma = sigma_min + softplus(rho)",
+            "sigma_parameterisation": "sigma = sigma_min + softplus(rho), times data_scale when standardising",
+            "preprocess": self.preprocess, "data_shift": self.data_shift.cpu().tolist(),
+            "data_scale": self.data_scale.cpu().tolist(),
             "layers": [f"net.layers.{i}" for i in range(len(self.net.layers))],
         }
 
@@ -133,21 +160,27 @@ class Decoder(nn.Module):
 class Encoder(nn.Module):
     """q_phi(z | x) = N(z; mu_phi(x), diag s_phi(x)^2); an MLP outputs (mu, log s)."""
 
-    def __init__(self, n: int, m: int, hidden: tuple[int, ...], activation: str):
+    def __init__(self, n: int, m: int, hidden: tuple[int, ...], activation: str,
+                 shift: Tensor | None = None, scale: Tensor | None = None):
         super().__init__()
         self.n, self.m = n, m
         self.hidden = tuple(hidden)
         self.activation = activation
         self.net = MLP(n, self.hidden, 2 * m, activation)
+        self.normalise = shift is not None
+        self.register_buffer("data_shift", torch.zeros(n) if shift is None else shift.float().clone())  # (n,)
+        self.register_buffer("data_scale", torch.ones(n) if scale is None else scale.float().clone())  # (n,)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x: (B, n) -> mu (B, m), log s (B, m); log s clamped to [-12, 6] for stability."""
-        out = self.net(x)
+        """x: (B, n) -> mu (B, m), log s (B, m); log s clamped to [-12, 6] for stability. With the decoder's
+        preprocessing, the net sees (x - shift) / scale."""
+        out = self.net((x - self.data_shift) / self.data_scale if self.normalise else x)
         return out[..., : self.m], out[..., self.m :].clamp(-12.0, 6.0)
 
     def describe(self) -> dict:
         return {"kind": "encoder", "n": self.n, "m": self.m, "hidden": list(self.hidden),
-                "activation": self.activation, "outputs": "mu = out[:, :m], log_s = out[:, m:]",
+                "activation": self.activation, "normalise": self.normalise,
+                "outputs": "mu = out[:, :m], log_s = out[:, m:]",
                 "layers": [f"net.layers.{i}" for i in range(len(self.net.layers))]}
 
 
@@ -156,13 +189,29 @@ def data_scale(x: Tensor) -> float:
     return float(x.std(0).mean().clamp_min(1e-12)) if x.shape[0] > 1 else 1.0
 
 
+def preprocessing(x_train: Tensor, kind: str) -> tuple[Tensor | None, Tensor | None]:
+    """shift and scale of y = (x - shift) / scale from the training points: none, centre (the column means),
+    standardise (and the column standard deviations; a constant column keeps scale 1)."""
+    if kind == "none":
+        return None, None
+    x = x_train.double()
+    shift = x.mean(0)
+    if kind == "center":
+        return shift, torch.ones_like(shift)
+    sd = x.std(0) if x.shape[0] > 1 else torch.ones_like(shift)
+    return shift, torch.where(sd > 0, sd, torch.ones_like(sd))
+
+
 def build_decoder(n: int, cfg: DecoderConfig, x_train: Tensor) -> Decoder:
-    """Decoder with the documented defaults: sigma_init = 0.5 * scale, sigma_min = 1e-3 * scale."""
-    scale = data_scale(x_train)
-    sigma_min = 1e-3 * scale if cfg.sigma_min is None else cfg.sigma_min
-    sigma_init = 0.5 * scale if cfg.sigma_init is None else cfg.sigma_init
+    """Decoder with the documented defaults, in y's units: sigma_init = 0.5 * scale(y), sigma_min = 1e-3 *
+    scale(y), g starting at y's mean."""
+    shift, scale = preprocessing(x_train, cfg.preprocess)
+    y = x_train if shift is None else ((x_train.double() - shift) / scale).to(x_train.dtype)
+    unit = data_scale(y)
+    sigma_min = 1e-3 * unit if cfg.sigma_min is None else cfg.sigma_min
+    sigma_init = 0.5 * unit if cfg.sigma_init is None else cfg.sigma_init
     sigma_init = max(sigma_init, sigma_min * 1.5 + 1e-12)
-    dec = Decoder(n, cfg, sigma_init, sigma_min)
+    dec = Decoder(n, cfg, sigma_init, sigma_min, shift, scale)
     with torch.no_grad():  # start g at the data mean
-        dec.net.layers[-1].bias.copy_(x_train.mean(0).to(dec.net.layers[-1].bias.dtype))
+        dec.net.layers[-1].bias.copy_(y.mean(0).to(dec.net.layers[-1].bias.dtype))
     return dec

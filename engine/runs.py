@@ -117,7 +117,8 @@ def run_files(result: RunResult) -> dict[str, bytes]:
            "versions": result.versions, "threads": result.threads, "status": result.status,
            "message": result.message, "scored": bool(result.metrics) and result.metrics.get("scored", True),
            "steps_done": result.steps_done, "wall_time": result.wall_time,
-           "n_train": len(result.train_idx), "n_validation": len(result.heldout_idx)}
+           "n_train": len(result.train_idx), "n_validation": len(result.heldout_idx),
+           "columns": None if result.columns is None else list(result.columns)}
     metrics = result.metrics or unscored_metrics(result, "not scored yet: the scoring was still running when "
                                                  "this was written; `evaluate --run RUN_DIR --data FILE` scores it")
     files = {"run.json": dumps(run).encode(), "metrics.json": dumps(metrics).encode(),
@@ -237,7 +238,8 @@ def load_run(run_dir: str | Path) -> SavedRun:
     try:
         n = desc["n"]
         dcfg = DecoderConfig(m=desc["m"], hidden=tuple(desc["hidden"]), activation=desc["activation"],
-                             sigma_mode=desc["sigma_mode"], sigma_min=desc["sigma_min"])
+                             sigma_mode=desc["sigma_mode"], sigma_min=desc["sigma_min"],
+                             preprocess=desc.get("preprocess", "none"))
         dcfg.validate()
         if dcfg.sigma_min is None:
             raise TypeError("sigma_min: missing; expected the floor the run trained with (a number >= 0)")
@@ -248,7 +250,8 @@ def load_run(run_dir: str | Path) -> SavedRun:
     widths = [dcfg.m, *dcfg.hidden, n]
     decoder = Decoder(n, dcfg, sigma_init=1.0 + dcfg.sigma_min, sigma_min=dcfg.sigma_min)
     try:
-        decoder.load_state_dict(_read_tensors(d / "decoder.safetensors", _tensor_bytes(widths) + (1 << 20)))
+        tensors = _read_tensors(d / "decoder.safetensors", _tensor_bytes(widths) + (1 << 20))
+        decoder.load_state_dict(_with_defaults(tensors, decoder))
     except RuntimeError as e:
         raise RunFileError(f"{d / 'decoder.json'}: does not match decoder.safetensors ({short(str(e), 120)})") from None
     encoder = None
@@ -257,15 +260,25 @@ def load_run(run_dir: str | Path) -> SavedRun:
         try:
             hidden = tuple(edesc["hidden"])
             EstimatorConfig(encoder_hidden=hidden).validate()
-            encoder = Encoder(edesc["n"], edesc["m"], hidden, edesc["activation"])
-            encoder.load_state_dict(_read_tensors(d / "encoder.safetensors",
-                                                  _tensor_bytes([edesc["n"], *hidden, 2 * edesc["m"]]) + (1 << 20)))
+            placeholder = torch.zeros(edesc["n"]) if edesc.get("normalise") else None
+            encoder = Encoder(edesc["n"], edesc["m"], hidden, edesc["activation"], placeholder, placeholder)
+            tensors = _read_tensors(d / "encoder.safetensors", _tensor_bytes([edesc["n"], *hidden, 2 * edesc["m"]])
+                                    + (1 << 20))
+            encoder.load_state_dict(_with_defaults(tensors, encoder))
         except (KeyError, TypeError, ValueError, RuntimeError) as e:  # ConfigError is a ValueError
             raise RunFileError(f"{d / 'encoder.json'}: does not match encoder.safetensors ({short(str(e), 120)})") \
                 from None
         _check_matches(d / "encoder.json", "n and m", (edesc["n"], edesc["m"]), (n, dcfg.m))
     metrics = _read_json(d / "metrics.json") if (d / "metrics.json").exists() else {}
     return SavedRun(d, config, decoder.eval(), encoder, metrics if isinstance(metrics, dict) else {}, info)
+
+
+def _with_defaults(tensors: dict[str, torch.Tensor], module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Files written before preprocessing existed have no data_shift / data_scale: the identity."""
+    for name in ("data_shift", "data_scale"):
+        if name not in tensors and name in module.state_dict():
+            tensors[name] = module.state_dict()[name]
+    return tensors
 
 
 def _tensor_bytes(widths: list[int]) -> int:

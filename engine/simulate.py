@@ -46,6 +46,12 @@ class Dataset:
     x: np.ndarray
     z: np.ndarray | None = None
     truth: TrueModel | None = None
+    columns: tuple[str, ...] | None = None  # x's column names (a CSV header); None: x1..xn
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """x's column names: the file's, else x1..xn."""
+        return self.columns if self.columns is not None else tuple(f"x{j + 1}" for j in range(self.n))
 
     @property
     def n(self) -> int:
@@ -55,7 +61,7 @@ class Dataset:
         return int(self.x.shape[0])
 
     def subset(self, idx: np.ndarray) -> Dataset:
-        return Dataset(self.x[idx], None if self.z is None else self.z[idx], self.truth)
+        return Dataset(self.x[idx], None if self.z is None else self.z[idx], self.truth, self.columns)
 
 
 def simulate(cfg: SimulationConfig) -> Dataset:

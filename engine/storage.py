@@ -223,8 +223,8 @@ def save_dataset(path: PathLike, data: Dataset) -> None:
     if z is not None and z.shape[0] != x.shape[0]:
         raise DataFileError(path, f"z has {z.shape[0]} rows but x has {x.shape[0]}",
                             "x and z must have one row per point", "z")
-    if suffix == ".csv":
-        names = [f"x{i + 1}" for i in range(x.shape[1])]
+    if suffix == ".csv":  # x's own names only without z (a header mixing names and z1.. reads as all x)
+        names = list(data.names) if z is None else [f"x{i + 1}" for i in range(x.shape[1])]
         if z is not None:
             names += [f"z{i + 1}" for i in range(z.shape[1])]
         table = x if z is None else np.hstack([x, z])
@@ -235,6 +235,8 @@ def save_dataset(path: PathLike, data: Dataset) -> None:
     arrays: dict[str, np.ndarray] = {"x": x}
     if z is not None:
         arrays["z"] = z
+    if data.columns is not None:
+        arrays["columns"] = np.array([str(c)[:MAX_NAME] for c in data.columns])
     if data.truth is not None:
         _check_truth_fits(path, data.truth, x, z)
         try:
@@ -331,7 +333,7 @@ def _load_npz(path: PathLike) -> Dataset:
                             "expected a file written by numpy.savez or save_dataset")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            wanted = [k for k in npz.files if k in ("x", "z", "truth_json") or k.startswith(TRUTH_PREFIX)]
+            wanted = [k for k in npz.files if k in ("x", "z", "truth_json", "columns") or k.startswith(TRUTH_PREFIX)]
             arrays = {k: _read_npz_member(path, npz, k) for k in wanted}
             found = list(npz.files)
     except DataFileError:
@@ -350,12 +352,19 @@ def _load_npz(path: PathLike) -> Dataset:
         if z.shape[0] != x.shape[0]:
             raise DataFileError(path, f"{z.shape[0]} rows but x has {x.shape[0]}",
                                 "z must have one row per point of x", "key 'z'")
+    columns = None
+    if "columns" in arrays:
+        c = arrays["columns"]
+        if c.dtype.kind != "U" or c.ndim != 1 or len(c) != x.shape[1]:
+            raise DataFileError(path, f"dtype {c.dtype}, shape {c.shape}", f"expected {x.shape[1]} column names "
+                                "(a 1-D string array, one per column of x)", "key 'columns'")
+        columns = tuple(str(v)[:MAX_NAME] for v in c)
     truth = None
     if "truth_json" in arrays:
         params = {k[len(TRUTH_PREFIX):]: v for k, v in arrays.items() if k.startswith(TRUTH_PREFIX)}
         truth = _truth_from_arrays(path, arrays["truth_json"], params)
         _check_truth_fits(path, truth, x, z)
-    return Dataset(x, z, truth)
+    return Dataset(x, z, truth, columns)
 
 
 def _cell_error(file: PathLike, line: int, col: int, cell: str) -> DataFileError:
@@ -376,21 +385,27 @@ def _parse_float(cell: str) -> float | None:
         return None
 
 
-def _split_header(file: PathLike, header: list[str], line: int) -> tuple[list[int], list[int]]:
-    """Column indices of x and of z: split by x1..xn / z1..zm names, else every column is x."""
+MAX_NAME = 40  # characters of a column name kept
+
+
+def _split_header(file: PathLike, header: list[str], line: int) -> tuple[list[int], list[int], tuple[str, ...] | None]:
+    """Column indices of x and of z, and x's names: split by x1..xn / z1..zm names (no names kept), else every
+    column is x, named by the header."""
     names = [h.strip() for h in header]
     matches = [_CSV_COLUMN.fullmatch(h) for h in names]
     if not all(matches):
-        return list(range(len(names))), []
+        kept = tuple((h[:MAX_NAME] or f"x{j + 1}") for j, h in enumerate(names))
+        return list(range(len(names))), [], kept
     xs = [(int(m[2]), j) for j, m in enumerate(matches) if m is not None and m[1].lower() == "x"]
     zs = [(int(m[2]), j) for j, m in enumerate(matches) if m is not None and m[1].lower() == "z"]
     in_order = [k for k, _ in xs] == list(range(1, len(xs) + 1)) and [k for k, _ in zs] == list(
         range(1, len(zs) + 1))
     if not xs or not in_order:
-        raise DataFileError(file, f"columns {','.join(names)} are not x1..xn followed by z1..zm",
-                            "name the columns x1..xn[,z1..zm] (other names read every column as x)",
-                            f"row {line} (header)")
-    return [j for _, j in xs], [j for _, j in zs]
+        shown = ",".join(names)
+        raise DataFileError(file, f"columns {shown if len(shown) <= 80 else shown[:77] + '...'} are not x1..xn "
+                            "followed by z1..zm", "name the columns x1..xn[,z1..zm] (other names read every column "
+                            "as x)", f"row {line} (header)")
+    return [j for _, j in xs], [j for _, j in zs], None
 
 
 def _load_csv(path: PathLike) -> Dataset:
@@ -421,7 +436,8 @@ def _load_csv(path: PathLike) -> Dataset:
         raise DataFileError(path, f"{shown!r} is not a number, but other cells of the first row are",
                             "a header row names every column (e.g. x1,x2); a data row holds only numbers",
                             f"row {first_line}, column {j + 1}")
-    x_cols, z_cols = _split_header(path, first, first_line) if has_header else (list(range(len(first))), [])
+    x_cols, z_cols, columns = (_split_header(path, first, first_line) if has_header
+                               else (list(range(len(first))), [], None))
     data_rows = rows[1:] if has_header else rows
     if not data_rows:
         raise DataFileError(path, "no data rows after the header", "add at least one row of numbers")
@@ -444,4 +460,4 @@ def _load_csv(path: PathLike) -> Dataset:
         raise DataFileError(path, f"row {data_rows[i][0]}, column {j + 1} is {kind}", _FINITE_FIX)
     x = np.ascontiguousarray(table[:, x_cols])
     z = np.ascontiguousarray(table[:, z_cols]) if z_cols else None
-    return Dataset(x, z, None)
+    return Dataset(x, z, None, columns)

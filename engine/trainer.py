@@ -62,6 +62,8 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     threads: int = 1  # torch intra-op threads it trained with
+    heldout_per_point: np.ndarray | None = None  # the last scoring's per-point log p(x) (not saved)
+    columns: tuple[str, ...] | None = None  # the data's column names, if the file had them
 
 
 def resolve_device(name: str) -> torch.device:
@@ -292,7 +294,7 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
     return RunResult(config=config, decoder=decoder, encoder=getattr(est, "encoder", None), history=history,
                      status=status, message=message or f"finished {step} steps", device=str(device),
                      seed=tc.seed, train_idx=train_idx, heldout_idx=val_idx if test is None else np.arange(0),
-                     wall_time=wall, steps_done=step, versions=versions(), threads=threads)
+                     wall_time=wall, steps_done=step, versions=versions(), threads=threads, columns=data.columns)
 
 
 def versions() -> dict[str, str]:
@@ -307,7 +309,7 @@ def _progress(step: int, tc: TrainingConfig, fraction: float, rows: list[dict[st
     return {
         "step": step, "steps": tc.steps, "fraction": min(fraction, 1.0), "time_limit": tc.time_limit,
         "objective": rows[-1]["objective"], "heldout": heldout,
-        "sigma": decoder.sigma().detach().cpu().reshape(-1).numpy().copy(),
+        "sigma": decoder.model_sigma().detach().cpu().reshape(-1).numpy().copy(),  # in the model's units
         "sigma_at_floor": decoder.at_floor(), "elapsed": elapsed, "steps_per_sec": step / max(elapsed, 1e-9),
         "setup": setup, "history_rows": [dict(r) for r in rows],
     }

@@ -363,12 +363,12 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
 def test_main_help_lists_every_subcommand() -> None:
     out = _sub("--help")
     assert out.returncode == 0, out.stderr
-    for name in ("simulate", "evaluate", "fit", "compare"):
+    for name in ("simulate", "evaluate", "fit", "compare", "select-m"):
         assert name in out.stdout
-    assert set(_subparsers()) == {"simulate", "evaluate", "fit", "compare"}
+    assert set(_subparsers()) == {"simulate", "evaluate", "fit", "compare", "select-m"}
 
 
-@pytest.mark.parametrize("command", ["simulate", "evaluate", "fit", "compare"])
+@pytest.mark.parametrize("command", ["simulate", "evaluate", "fit", "compare", "select-m"])
 def test_subcommand_help_documents_every_flag(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:

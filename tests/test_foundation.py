@@ -515,6 +515,7 @@ BAD_VALUES: list[tuple[str, str, list[Any], str]] = [
     ("decoder", "learn_sigma", [1, 0, "true", None, NAN], "expected true or false"),
     ("decoder", "sigma_init", [0, -1, 1001, NAN, INF, True, "1"], "number in (0, 1000]"),
     ("decoder", "sigma_min", [-0.1, 1001, NAN, INF, True, "0"], "number in [0, 1000]"),
+    ("decoder", "preprocess", ["zscore", None, 1], "expected one of none, center, standardize"),
     ("estimator", "name", ["mle", "VAE", None, 1], "expected one of mle-quadrature, mle-adaptive"),
     ("estimator", "nodes", [0, 1, 201, *(v for v in INT_BAD if v is not None)], "integer from 2 to 200"),
     ("estimator", "samples", [0, 100_001, *INT_BAD], "integer from 1 to 100000"),

@@ -144,7 +144,9 @@ class EncoderEstimator(Estimator):
         self.K = K
         self.closed_form_sigma = closed_form_sigma
         self.gen = gen
-        self.encoder = Encoder(decoder.n, decoder.m, tuple(encoder_hidden), decoder.activation)
+        normalise = decoder.preprocess != "none"
+        self.encoder = Encoder(decoder.n, decoder.m, tuple(encoder_hidden), decoder.activation,
+                               decoder.data_shift if normalise else None, decoder.data_scale if normalise else None)
         if self.closed_form_sigma:
             decoder.rho.requires_grad_(False)
 
@@ -155,9 +157,12 @@ class EncoderEstimator(Estimator):
         return super().trainable_parameters() + list(self.encoder.parameters())
 
     def _calibrate_sigma(self, x: Tensor, z: Tensor) -> None:
-        """sigma^2 = mean squared residual (per coordinate for a per-dimension sigma)."""
+        """sigma^2 = mean squared residual in y's units (per coordinate for a per-dimension sigma)."""
         with torch.no_grad():
-            sq = (x.unsqueeze(1) - self.decoder.mean(z)).pow(2)  # (B, K, n)
+            resid = x.unsqueeze(1) - self.decoder.mean(z)  # (B, K, n)
+            if self.decoder.preprocess == "standardize":
+                resid = resid / self.decoder.data_scale
+            sq = resid.pow(2)
             s2 = sq.mean((0, 1)) if self.decoder.sigma_mode == "per_dim" else sq.mean()
             self.decoder.set_sigma(s2.sqrt())
 
