@@ -134,9 +134,12 @@ def score_run(result: RunResult, data: Dataset, test: Dataset | None = None,
         return out
     m = result.decoder.m
     if m < data.n:
-        try:
-            pp = ppca_mle(data.x[result.train_idx], m)
-            out["ppca_heldout_loglik"] = float(gaussian_loglik(held.x, pp.mean, pp.covariance()).mean())
+        try:  # the best linear model on the same columns: standardised ones when the run standardised
+            dec = result.decoder
+            s = dec.data_scale.double().cpu().numpy() if dec.preprocess == "standardize" else np.ones(data.n)
+            pp = ppca_mle(data.x[result.train_idx] / s, m)
+            out["ppca_heldout_loglik"] = float(gaussian_loglik(held.x / s, pp.mean, pp.covariance()).mean()
+                                               - np.log(s).sum())
         except (ValueError, np.linalg.LinAlgError) as e:
             out["warnings"].append(f"no PPCA reference: {e}")
     return out

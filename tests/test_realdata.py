@@ -13,7 +13,7 @@ from engine.ppca import gaussian_loglik, ppca_mle
 from engine.runs import load_run
 from engine.simulate import Dataset
 from engine.storage import load_dataset, save_dataset
-from engine.trainer import train
+from engine.trainer import split_indices, train
 
 datasets = pytest.importorskip("sklearn.datasets")
 
@@ -66,3 +66,10 @@ def test_fit_on_wine_takes_the_ppca_m_and_names_it(wine, tmp_path, capsys):
     saved = load_run(out)
     assert saved.info["columns"][-1] == "proline" and saved.config.decoder.preprocess == "standardize"
     assert torch.isfinite(torch.tensor(saved.metrics["heldout_loglik"]))
+    # the PPCA reference is the linear model on the same (standardised) columns, in the data's units
+    x = load_dataset(wine[0]).x
+    tr, ho = split_indices(len(x), 0.2, 0)
+    s = x[tr].std(0, ddof=1)
+    pp = ppca_mle(x[tr] / s, saved.config.decoder.m)
+    ref = gaussian_loglik(x[ho] / s, pp.mean, pp.covariance()).mean() - np.log(s).sum()
+    assert saved.metrics["ppca_heldout_loglik"] == pytest.approx(ref, abs=1e-6)
