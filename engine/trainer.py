@@ -25,6 +25,7 @@ import torch
 
 from . import __version__
 from .config import ConfigError, RunConfig, TrainingConfig
+from .display import split_sizes
 from .estimators import SUMMARIES, Estimator, build_estimator
 from .evaluate import quick_loglik
 from .latents import procrustes_align
@@ -79,7 +80,7 @@ def resolve_device(name: str) -> torch.device:
 def split_indices(N: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random split of N rows into training and held-out rows (at least one of each)."""
     perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed)).numpy()
-    n_val = min(N - 1, max(1, round(N * val_fraction))) if val_fraction > 0 else 0
+    n_val = split_sizes(N, val_fraction)[1]
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 

@@ -16,8 +16,17 @@ from typing import Any
 
 import pyqtgraph as pg
 import pyqtgraph.exporters
-from PySide6.QtCore import QCoreApplication, Qt, QTimer, QUrl, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence, QPainter
+from PySide6.QtCore import QCoreApplication, QRect, QSize, Qt, QTimer, QUrl, Slot
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDesktopServices,
+    QGuiApplication,
+    QKeySequence,
+    QPainter,
+    QResizeEvent,
+    QShowEvent,
+)
 from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -26,6 +35,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QScrollArea,
+    QSizePolicy,
     QSplitter,
     QStackedWidget,
     QTabWidget,
@@ -34,20 +44,22 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import ConfigError, RunConfig
+from engine.display import split_problem
 from engine.storage import atomic_write_text
-from engine.trainer import RunResult, resolve_device
+from engine.trainer import resolve_device
 
 from . import dialogs, tasks
 from .compat import settle_garbage_collector
 from .panels.estimator_panel import EstimatorPanel
-from .panels.model_panel import ModelPanel
+from .panels.fields import config_message
+from .panels.model_panel import ModelPanel, preset_files
 from .panels.training_panel import TrainingPanel
 from .plots.common import RedrawClock, run_colour
 from .plots.curves import CurvesView, History
 from .plots.data_view import DataView, SamplesView
 from .plots.latent_view import LatentView
 from .plots.posterior_view import PosteriorView
-from .plots.results import ResultsModel, ResultsTable, RunRecord
+from .plots.results import ResultsModel, ResultsTable, RunRecord, scoring_note
 from .settings import (
     GEOMETRY,
     LAST_CONFIG,
@@ -56,6 +68,7 @@ from .settings import (
     PAIR_FIRST,
     PAIR_SECOND,
     SAMPLE_COUNT,
+    WINDOW_FRAME,
     WINDOW_STATE,
     Settings,
 )
@@ -68,6 +81,13 @@ USER_GUIDE = Path(__file__).resolve().parents[1] / "docs" / "user-guide.md"
 TASK_TITLES = {"generate": "Generating data", "import": "Importing data", "export_data": "Exporting data",
                "sample": "Sampling", "posterior": "Computing the posterior", "save_run": "Saving the run",
                "open_run": "Opening the run", "warmup": "Starting torch", "train": "Training"}
+PANEL_TITLES = ("Model", "Estimator", "Training", "Training")  # of the forms, in the order of self.forms
+# what each estimator's training objective is (the engine's `value_label`; a live run names its own)
+OBJECTIVE_LABELS = {"mle-quadrature": "log p(x)", "mle-adaptive": "log p(x)", "mle-importance": "log p(x)",
+                    "mle-mcem": "E_chain log p(x, z)", "vae": "ELBO", "iwae": "IWAE bound"}
+LARGE_K = 1000  # importance samples per point above which a step is slow (a warning, not an error)
+PREFERRED_SIZE = QSize(1680, 1020)  # the window's first size on a screen with room for it
+SCREEN_SHARE = 0.94  # of the screen's free area the first window takes at most (its frame needs the rest)
 
 
 @dataclass
@@ -76,6 +96,7 @@ class LiveRun:
 
     run_id: int
     colour: str
+    estimator: str = ""
     setup: dict[str, Any] | None = None
     scoring: bool = False  # training has ended and the held-out points are being scored
 
@@ -103,13 +124,70 @@ def export_svg(widget: QWidget, path: str) -> None:
         raise OSError("the SVG file was not written")
 
 
+def initial_geometry(available: QRect, preferred: QSize = PREFERRED_SIZE) -> QRect:
+    """The first window rectangle on a screen whose free area is `available`: the preferred size, or a
+    share of that area where it is smaller, centred in it."""
+    width = min(preferred.width(), round(SCREEN_SHARE * available.width()))
+    height = min(preferred.height(), round(SCREEN_SHARE * available.height()))
+    rect = QRect(0, 0, width, height)
+    rect.moveCenter(available.center())
+    return rect
+
+
+def fits_a_screen(frame: QRect) -> bool:
+    """Whether the window rectangle `frame` (decorations included) lies inside one screen's free area now."""
+    screen = QGuiApplication.screenAt(frame.center())
+    return screen is not None and frame.isValid() and screen.availableGeometry().contains(frame)
+
+
+class ElidedLabel(QLabel):
+    """One line of text, cut with "…" to the width the label gets; it never asks for more room than a
+    short line, so a long message cannot grow the toolbar it is in. The whole text is `full_text()`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._full = ""
+        self.setWordWrap(False)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def full_text(self) -> str:
+        return self._full
+
+    def set_full_text(self, text: str) -> None:
+        self._full = text
+        self._elide()
+
+    def sizeHint(self) -> QSize:
+        return QSize(min(self.fontMetrics().horizontalAdvance(self._full) + 8, 480), self.fontMetrics().height() + 4)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(40, self.fontMetrics().height() + 4)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        room = max(0, self.contentsRect().width())
+        shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, room)
+        if shown != self.text():
+            self.setText(shown)
+
+
 def _scrolled(widget: QWidget) -> QScrollArea:
+    """The panel in a scroll area: on a small screen the dock scrolls rather than cutting its fields off."""
     area = QScrollArea()
     area.setWidget(widget)
     area.setWidgetResizable(True)
     area.setFrameShape(QScrollArea.Shape.NoFrame)
-    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     return area
+
+
+def _panel_width(dock: QDockWidget) -> int:
+    """The width at which a dock shows its panel whole, a vertical scroll bar beside it."""
+    area = dock.widget()
+    assert isinstance(area, QScrollArea)
+    return area.widget().minimumSizeHint().width() + area.verticalScrollBar().sizeHint().width() + 4
 
 
 class MainWindow(QMainWindow):
@@ -124,11 +202,14 @@ class MainWindow(QMainWindow):
         self.results = ResultsModel()
         self.live: LiveRun | None = None
         self.selected_run: int | None = None
-        self.problem = ""
+        self.problem = ""  # why Start is refused, in the panels' words ('' when it is not)
+        self.problem_detail = ""  # the same with the config's field names
+        self._preset: tuple[str, RunConfig] | None = None  # the preset loaded last, as loaded
         self._next_run_id = 1
         self._sample_seed = 0
         self._closing = False
         self._saved_pair: tuple[int, int] | None = None
+        self._shown_once = False
         self._cuda_reason = _cuda_reason()
 
         self._build_panels()
@@ -142,6 +223,7 @@ class MainWindow(QMainWindow):
         self.controller.failed.connect(self._on_task_failed)
         self.controller.busy_changed.connect(self._on_busy_changed)
         self._restore_view_settings()
+        self._preset = self._matching_preset()
         self._on_edited()
         QTimer.singleShot(0, self._warm_up)
 
@@ -193,10 +275,11 @@ class MainWindow(QMainWindow):
         self.top_plots = QSplitter(Qt.Orientation.Horizontal)
         self.top_plots.addWidget(self.data_view)
         self.top_plots.addWidget(self.side_tabs)
+        self.top_plots.setSizes([500, 500])
         central = QSplitter(Qt.Orientation.Vertical)
         central.addWidget(self.top_plots)
         central.addWidget(self.curves)
-        central.setSizes([480, 520])
+        central.setSizes([540, 460])
         self.setCentralWidget(central)
 
         self.results_table = ResultsTable(self.results)
@@ -236,9 +319,8 @@ class MainWindow(QMainWindow):
         for action in self.run_actions.values():
             bar.addAction(action)
         bar.addSeparator()
-        self.problem_label = QLabel()
+        self.problem_label = ElidedLabel()  # one line, whatever the message: the panels never move
         self.problem_label.setStyleSheet("color: #c62828; padding-left: 8px;")
-        self.problem_label.setWordWrap(True)
         bar.addWidget(self.problem_label)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
 
@@ -290,28 +372,58 @@ class MainWindow(QMainWindow):
         return RunConfig()
 
     def _restore_view_settings(self) -> None:
+        """The saved window geometry and dock layout, only if the saved window fits a screen as it is now;
+        else a size from the screen's free area."""
         geometry = self.settings.get_bytes(GEOMETRY)
-        if geometry.isEmpty():
-            self.resize(1680, 1020)
-        else:
-            self.restoreGeometry(geometry)
         state = self.settings.get_bytes(WINDOW_STATE)
-        if not state.isEmpty():
-            self.restoreState(state)
+        if not geometry.isEmpty() and fits_a_screen(self.settings.get_rect(WINDOW_FRAME)):
+            self.restoreGeometry(geometry)
+            if not state.isEmpty():
+                self.restoreState(state)
+        else:
+            self.fit_to_screen()
         self.samples_view.count.setValue(self.settings.get_int(SAMPLE_COUNT, 1000))
         self.curves.log_sigma.setChecked(self.settings.get_bool(LOG_SIGMA, False))
         self._saved_pair = (self.settings.get_int(PAIR_FIRST, 0), self.settings.get_int(PAIR_SECOND, 1))
 
+    def fit_to_screen(self, available: QRect | None = None) -> None:
+        """Size the window, and its docks in proportion, for a screen whose free area is `available`
+        (the window's screen by default)."""
+        if available is None:
+            screen = self.screen() or QGuiApplication.primaryScreen()
+            available = screen.availableGeometry()
+        rect = initial_geometry(available)
+        self.setGeometry(rect)
+        side = [self.docks["model"], self.docks["training"]]
+        room = round(0.25 * rect.width())  # each of the two columns of docks at most
+        self.resizeDocks(side, [min(room, max(_panel_width(d), 300)) for d in side], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["results"]], [max(110, min(170, round(0.16 * rect.height())))],
+                         Qt.Orientation.Vertical)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        """At the first show: the data view and the side tabs share their row evenly (a splitter divides by
+        its widgets' size hints, which gave the data view a third)."""
+        super().showEvent(event)
+        if not self._shown_once:
+            self._shown_once = True
+            QTimer.singleShot(0, self._even_splits)
+
+    def _even_splits(self) -> None:
+        half = max(1, self.top_plots.width() // 2)
+        self.top_plots.setSizes([half, half])
+
     def save_settings(self) -> None:
         s = self.settings
         s.set(GEOMETRY, self.saveGeometry())
+        s.set(WINDOW_FRAME, self.frameGeometry())
         s.set(WINDOW_STATE, self.saveState())
         s.set(LAST_CONFIG, self.config.to_json())
         s.set(SAMPLE_COUNT, self.samples_view.count.value())
         s.set(LOG_SIGMA, self.curves.log_sigma.isChecked())
-        first, second = self.data_view.pairs.pair()
-        s.set(PAIR_FIRST, first)
-        s.set(PAIR_SECOND, second)
+        if self._saved_pair is None:  # else no data of n >= 2 came: the saved pair stays
+            first, second = self.data_view.pairs.last_pair()
+            s.set(PAIR_FIRST, first)
+            s.set(PAIR_SECOND, second)
         s.sync()
 
     def _last_dir(self) -> str:
@@ -324,34 +436,103 @@ class MainWindow(QMainWindow):
     # -------------------------------------------------------------------------------------- validation
     @Slot()
     def _on_edited(self) -> None:
-        self.problem = self._validate()
+        self.problem, self.problem_detail = self._validate()
+        self._show_warnings()
         self.estimator_panel.show_defaults()  # the automatic nodes follow the fitted m
-        self.problem_label.setText(f"Cannot start: {self.problem}" if self.problem else "")
+        self.problem_label.set_full_text(f"Cannot start: {self.problem}" if self.problem else "")
+        self.problem_label.setToolTip(f"Cannot start: {self.problem_detail}\n(the field is marked in its panel)"
+                                      if self.problem else "")
         self._update_data_label()
+        self._show_preset()
         device = self.config.training.device
         self.status.set_device(resolve_device("auto").type if device == "auto" else device)
         self._update_controls()
 
-    def _validate(self) -> str:
-        """Show every problem at its field; return the first one ('' when the settings are valid)."""
-        problems = [f"{path}: {msg}" for form in self.forms for path, msg in form.parse_problems()]
+    def _field_name(self, path: str) -> str:
+        """A config field as the panels call it: `simulation.sigma` -> "σ (Model)"."""
+        for form, panel in zip(self.forms, PANEL_TITLES, strict=True):
+            label = form.label_of(path)
+            if label is not None:
+                return f"{label} ({panel})"
+        return path
+
+    def _validate(self) -> tuple[str, str]:
+        """Show every problem at its field; return the first one, in the panels' words and with the config's
+        field names (('', '') when the settings can run)."""
+        problems = [(path, msg) for form in self.forms for path, msg in form.parse_problems()]
         err: ConfigError | None = None
         try:
             self.config.validate()
         except ConfigError as exc:
             err = exc
+        if err is None:
+            err = self._split_problem()
         for form in self.forms:
             form.show_config_error(err)
         if err is not None:
-            problems.append(str(err))
-        return problems[0] if problems else ""
+            problems.append((err.field, config_message(err)))
+        if not problems:
+            return "", ""
+        path, message = problems[0]
+        return f"{self._field_name(path)}: {message}", f"{path}: {message}"
+
+    def _data_in_use(self) -> tasks.DataBundle | None:
+        """The data the next run trains on, if they exist already (else Start draws them from the settings)."""
+        return None if self._data_stale() else self.data
+
+    def _split_problem(self) -> ConfigError | None:
+        """Too few points for the held-out split (N = 2): said at N (or at the fraction, for imported data)."""
+        data = self._data_in_use()
+        if data is None:
+            return split_problem(self.config.simulation.samples, self.config.training.val_fraction,
+                                 "simulation.samples")
+        return split_problem(len(data.dataset), self.config.training.val_fraction, "training.val_fraction")
+
+    def _show_warnings(self) -> None:
+        """Legal settings that work badly, said beside their fields (they do not block Start)."""
+        c = self.config
+        warnings: dict[str, str] = {}
+        sim = c.simulation
+        if sim.m > sim.n:
+            warnings["simulation.m"] = (f"m = {sim.m} > n = {sim.n}: more latents than coordinates, so z cannot be "
+                                        "recovered from x")
+        data = self._data_in_use()
+        n = data.dataset.n if data is not None else sim.n
+        if c.decoder.m > n:
+            warnings["decoder.m"] = (f"fitted m = {c.decoder.m} > n = {n} of the data: the extra latents are not "
+                                     "identified, and cost time")
+        k, batch = c.estimator.samples, c.training.batch_size
+        if c.estimator.name in ("mle-importance", "iwae") and k > LARGE_K:
+            warnings["estimator.samples"] = (f"K = {k:,}: a step passes B × K = {batch * k:,} points through g_θ, "
+                                             f"slowly (K up to {LARGE_K:,} is usual)").replace(",", " ")
+        for form in self.forms:
+            form.show_warnings(warnings)
+
+    def _matching_preset(self) -> tuple[str, RunConfig] | None:
+        """The preset whose settings the config holds (at start-up: the last session's settings), if any."""
+        for path in preset_files():
+            try:
+                config = RunConfig.from_json(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ConfigError):
+                continue
+            if config == self.config:
+                return path.stem, config
+        return None
+
+    def _show_preset(self) -> None:
+        """The preset box names the preset only while the settings are still the preset's."""
+        if self._preset is None:
+            self.model_panel.show_preset(None)
+        else:
+            name, config = self._preset
+            self.model_panel.show_preset(name, modified=config != self.config)
 
     def _simulation_problem(self) -> str:
-        problems = [f"{p}: {m}" for p, m in self.model_panel.form.parse_problems()]
+        problems = [f"{self._field_name(p)}: {m}" for p, m in self.model_panel.form.parse_problems()]
         try:
             self.config.simulation.validate()
         except ConfigError as exc:
-            problems.append(str(exc))
+            problems.append(f"{self._field_name(exc.field)}: {config_message(exc)}")
         return problems[0] if problems else ""
 
     def _data_stale(self) -> bool:
@@ -365,6 +546,8 @@ class MainWindow(QMainWindow):
             self.model_panel.set_data_text("No data yet: Generate, or Start (which generates first).", False)
         else:
             self.model_panel.set_data_text(self.data.summary, self._data_stale())
+        imported = self.data is not None and self.data.simulation is None
+        self.model_panel.set_source(self.data.summary if imported else None)
 
     # ------------------------------------------------------------------------------ state and controls
     def _set_state(self, state: RunState) -> None:
@@ -418,15 +601,20 @@ class MainWindow(QMainWindow):
         if self.controller.busy or self.state in ACTIVE:
             return
         config = copy.deepcopy(self.config)
-        data = None if self._data_stale() else self.data
+        data = self._data_in_use()
         run_id, self._next_run_id = self._next_run_id, self._next_run_id + 1
         colour = run_colour(run_id - 1).name()
-        self.live = LiveRun(run_id, colour)
-        self.curves.start_live(colour, "", config.training.steps)
+        estimator = config.estimator.name
+        name = f"#{run_id} {estimator}"
+        self.live = LiveRun(run_id, colour, estimator)
+        self.curves.start_live(colour, OBJECTIVE_LABELS.get(estimator, ""), config.training.steps, name)
         self.data_view.set_learned(None, None)
-        self.data_view.set_learned_colour(colour)
+        self.data_view.set_learned_colour(colour, f"g_θ of {name}")
+        # the last run's latents go now, not at this run's first snapshot (seconds away; then in this colour)
+        self.latent_view.set_true(data.z_shown if data is not None else None, estimator)
         self.latent_view.set_colour(colour)
-        self.status.start(config.training.steps, config.training.time_limit)
+        self.status.start(config.training.steps, config.training.time_limit,
+                          "drawing the data" if data is None else "building the model")
         self.controller.start("train", tasks.train(config, data), self._on_trained, paused=paused)
         self._set_state(RunState.PAUSED if paused else RunState.RUNNING)
         self.statusBar().showMessage(f"Run #{run_id}: {config.estimator.name}", 4000)
@@ -458,8 +646,13 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def reset(self) -> None:
+        """Clear the live plots: g_θ, inferred latents, samples, the chosen point and its posterior."""
         self.data_view.set_learned(None, None)
+        self.data_view.set_selected(None)
         self.latent_view.set_true(self.data.z_shown if self.data is not None else None, "")
+        self.samples_view.set_data(self.data)
+        self.posterior_view.set_result(None)
+        self.side_tabs.setCurrentWidget(self.latent_view)
         self.curves.end_live()
         self.status.start(0)
         self._set_state(RunState.IDLE)
@@ -486,7 +679,8 @@ class MainWindow(QMainWindow):
             self.latent_view.set_true(setup["z_true_shown"], setup["estimator"])
             self.curves.set_objective_label(setup["objective_label"])
         if "manifold" in info:  # a plot snapshot (a few a second; the curves get every progress dict)
-            self.data_view.set_learned(live.setup["grid"] if live.setup is not None else None, info["manifold"])
+            grid = info.get("manifold_grid", live.setup["grid"] if live.setup is not None else None)
+            self.data_view.set_learned(grid, info["manifold"])
             self.latent_view.set_inferred(info["latents"])
         self.curves.add_rows(info.get("history_rows", []))
         fraction = info.get("fraction", 0.0)
@@ -494,22 +688,31 @@ class MainWindow(QMainWindow):
             self.curves.expect_steps(info["step"] / fraction)
         self.status.set_progress(info)
 
-    def _on_trained(self, result: RunResult) -> None:
+    def _on_trained(self, trained: tasks.TrainedRun) -> None:
         live = self.live
         self.live = None
         if live is None:
             return
+        result, data = trained.result, self.data
+        objective = (live.setup or {}).get("objective_label") or OBJECTIVE_LABELS.get(live.estimator, "")
         record = RunRecord(live.run_id, live.colour, result.config, result.metrics,
                            History.from_rows(result.history), result.status, result.message,
-                           self.data.summary if self.data is not None else "", result=result)
+                           data.summary if data is not None else "", result=result,
+                           data_label=data.label if data is not None else "",
+                           imported_from=data.imported_from if data is not None else "",
+                           objective_label=objective,
+                           manifold=None if trained.grid is None else (trained.grid, trained.manifold))
         self._add_record(record)
         self.curves.set_true_loglik(result.metrics.get("true_heldout_loglik"))
-        self.status.set_progress({"step": result.steps_done, "phase": ""})
+        self.status.finish(result.steps_done, result.wall_time)  # the table's time, not the last progress's
         warnings = result.metrics.get("warnings", [])
         note = f"Run #{record.run_id} {result.status}: {result.message}"
-        if result.metrics.get("scoring_stopped"):
-            note += "; its scoring was stopped (no held-out metrics)"
-        self.statusBar().showMessage(note + (f" — {warnings[0]}" if warnings else ""), 15000)
+        scoring = scoring_note(result.metrics)
+        if scoring:
+            note += f"; {scoring} (no held-out metrics{': see the results table' if 'failed' in scoring else ''})"
+        elif warnings:
+            note += f" — {warnings[0]}"
+        self.statusBar().showMessage(note, 15000)
         if result.status == "failed":
             self._fail(f"Run #{record.run_id} failed", result.message, "\n".join(warnings))
         else:
@@ -518,10 +721,32 @@ class MainWindow(QMainWindow):
     def _add_record(self, record: RunRecord) -> None:
         self.results.add(record)
         self.curves.end_live()
-        self.curves.set_overlay(record.run_id, record.history, record.colour, record.name, record.checked)
+        self._set_overlay(record, record.checked)
         self.results_table.select_run(record.run_id)
         self.selected_run = record.run_id
+        self._show_learned(record)
         self._update_controls()
+
+    def _set_overlay(self, record: RunRecord, on: bool) -> None:
+        """A run's curves in the training plots, its final held-out score (all held-out points) a star."""
+        value = record.metrics.get("heldout_loglik")
+        steps = record.metrics.get("steps", record.history.step[-1] if len(record.history.step) else None)
+        final = (float(steps), float(value)) if isinstance(value, (int, float)) and steps is not None else None
+        self.curves.set_overlay(record.run_id, record.history, record.colour, record.name, on, final,
+                                record.objective_label)
+
+    def _show_learned(self, record: RunRecord | None) -> None:
+        """The data view draws the g_θ of the run selected in the table (none of a run fitted on data of
+        another dimension); while a run trains, that run's."""
+        if self.live is not None:
+            return
+        fits = (record is not None and record.manifold is not None and self.data is not None
+                and record.decoder.n == self.data.dataset.n)
+        if fits:
+            self.data_view.set_learned(*record.manifold)
+            self.data_view.set_learned_colour(record.colour, f"g_θ of {record.name}")
+        else:
+            self.data_view.set_learned(None, None)
 
     @Slot(str, str)
     def _on_task_failed(self, message: str, details: str) -> None:
@@ -569,7 +794,7 @@ class MainWindow(QMainWindow):
     def _set_data(self, bundle: tasks.DataBundle) -> None:
         self.data = bundle
         self.data_view.set_data(bundle)
-        if self._saved_pair is not None:
+        if self._saved_pair is not None and bundle.dataset.n >= 2:  # the last session's pair, if it is one here
             self.data_view.pairs.set_pair(*self._saved_pair)
             self._saved_pair = None
         self.samples_view.set_data(bundle)
@@ -581,8 +806,10 @@ class MainWindow(QMainWindow):
         if self.live is None:
             self.latent_view.set_true(bundle.z_shown, "")
             self.data_view.set_learned(None, None)
-        self._update_data_label()
-        self._update_controls()
+        else:  # drawn by Start: its latents now, not the last data's until the run's first snapshot
+            self.latent_view.set_true(bundle.z_shown, self.live.estimator)
+            self.status.set_starting("building the model")
+        self._on_edited()  # what the settings say about the data in use (their n, the split) and the label
 
     @Slot()
     def generate(self) -> None:
@@ -633,13 +860,14 @@ class MainWindow(QMainWindow):
     @Slot(int)
     def _on_run_selected(self, run_id: int) -> None:
         self.selected_run = run_id
+        self._show_learned(self.results.record(run_id))
         self._update_controls()
 
     @Slot(int, bool)
     def _on_overlay_toggled(self, run_id: int, on: bool) -> None:
         record = self.results.record(run_id)
         if record is not None:
-            self.curves.set_overlay(run_id, record.history, record.colour, record.name, on)
+            self._set_overlay(record, on)
 
     @Slot(int)
     def _on_point_clicked(self, index: int) -> None:
@@ -700,8 +928,8 @@ class MainWindow(QMainWindow):
     def load_preset(self, path: str) -> None:
         config = self._read_config(path)
         if config is not None:
+            self._preset = (Path(path).stem, copy.deepcopy(config))
             self.apply_config(config)
-            self.model_panel.show_preset(Path(path).stem)
             self.statusBar().showMessage(f"{Path(path).stem} loaded", 5000)
 
     @Slot()
@@ -738,14 +966,16 @@ class MainWindow(QMainWindow):
         if self.controller.busy:
             return
         self._remember_dir(path)
-        self.controller.start("open_run", tasks.open_run(path), self._on_run_opened)
+        self.controller.start("open_run", tasks.open_run(path, self.data), self._on_run_opened)
 
     def _on_run_opened(self, opened: tasks.OpenedRun) -> None:
         saved = opened.saved
         run_id, self._next_run_id = self._next_run_id, self._next_run_id + 1
         record = RunRecord(run_id, run_colour(run_id - 1).name(), saved.config, saved.metrics,
                            History.from_rows(opened.history), str(saved.info.get("status", "done")),
-                           str(saved.info.get("message", "")), f"opened from {saved.path}", saved=saved)
+                           str(saved.info.get("message", "")), f"opened from {saved.path}", saved=saved,
+                           objective_label=OBJECTIVE_LABELS.get(saved.config.estimator.name, ""),
+                           manifold=None if opened.grid is None else (opened.grid, opened.manifold))
         self._add_record(record)
         self.statusBar().showMessage(f"Opened {saved.path} as run #{run_id}", 8000)
 

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, QSettings, QTimer
+from PySide6.QtCore import QEventLoop, QRect, QSettings, QTimer
 from PySide6.QtWidgets import QWidget
 
 from .app import build_main_window
@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         w = build_main_window(Settings(QSettings(str(Path(tmp) / "shots.ini"), QSettings.Format.IniFormat)))
-        w.resize(1680, 1020)
+        w.fit_to_screen(QRect(0, 0, 1920, 1200))  # 1680 x 1020 and its docks, whatever screen this runs on
         w.show()
         wait(lambda: w.controller.kind == "warmup" and not w.controller.busy)
 

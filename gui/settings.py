@@ -4,12 +4,13 @@ strings such as 'true' otherwise)."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, QSettings
+from PySide6.QtCore import QByteArray, QRect, QSettings
 
 ORGANISATION = "NLICA Lab"
 APPLICATION = "NLICA Lab"
 
 GEOMETRY = "window/geometry"
+WINDOW_FRAME = "window/frame"  # the window's rectangle, decorations included, when it was closed
 WINDOW_STATE = "window/state"
 LAST_CONFIG = "run/last_config"
 LAST_DIR = "files/last_dir"
@@ -24,6 +25,9 @@ class Settings:
 
     def __init__(self, store: QSettings | None = None):
         self.store = store if store is not None else QSettings(ORGANISATION, APPLICATION)
+
+    def get_rect(self, key: str) -> QRect:
+        return self.store.value(key, QRect(), type=QRect)
 
     def get_bytes(self, key: str) -> QByteArray:
         return self.store.value(key, QByteArray(), type=QByteArray)

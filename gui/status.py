@@ -59,24 +59,43 @@ class StatusView(LiveView):
         self.rate = math.nan
         self.elapsed = math.nan
         self.phase = ""
+        self.starting = ""  # what a run does before its first step ("drawing the data", ...)
         self._last = 0.0
         self._running = False
+        self.state = RunState.IDLE
         self.set_state(RunState.IDLE)
 
     def set_state(self, state: RunState) -> None:
+        self.state = state
         self._running = state == RunState.RUNNING
         self.state_label.setText(f" {state.value} ")
         self.state_label.setStyleSheet(f"color: white; background: {STATE_COLOURS[state]}; border-radius: 3px;")
+        self.mark_dirty()  # the time label says elapsed and ETA only while a run goes
 
     def set_device(self, text: str) -> None:
         self.device_label.setText(f"device: {text}")
 
-    def start(self, steps: int, time_limit: float | None = None) -> None:
+    def start(self, steps: int, time_limit: float | None = None, starting: str = "") -> None:
+        """A new run; `starting`: what it does before its first step (the bar is busy until then)."""
         self.step, self.steps, self.time_limit = 0, steps, time_limit
-        self.fraction, self.scored, self.rate, self.elapsed, self.phase = 0.0, 0.0, math.nan, math.nan, ""
+        self.fraction, self.scored, self.rate, self.elapsed = 0.0, 0.0, math.nan, math.nan
+        self.phase, self.starting = ("starting", starting) if starting else ("", "")
+        self.mark_dirty()
+
+    def set_starting(self, text: str) -> None:
+        """What the run does now, before its first step."""
+        if self.phase == "starting":
+            self.starting = text
+            self.mark_dirty()
+
+    def finish(self, steps_done: int, seconds: float) -> None:
+        """The run has ended: its steps and training time (the results table's), no ETA."""
+        self.phase, self.step, self.elapsed = "", steps_done, seconds
         self.mark_dirty()
 
     def set_progress(self, info: dict[str, Any]) -> None:
+        if self.phase == "starting" and info.get("phase") == "paused" and not info.get("step"):
+            return  # a run started paused: it is still before its first step
         self.phase = info.get("phase", "")
         self.step = int(info.get("step", self.step))
         self.steps = int(info.get("steps", self.steps))
@@ -111,11 +130,20 @@ class StatusView(LiveView):
         self.step_label.setText(f"step {self.step} / {self.steps}")
         self.rate_label.setText(f"{self.rate:.0f} steps/s" if math.isfinite(self.rate) else "— steps/s")
         limit = f" of {clock(self.time_limit)}" if self.time_limit is not None else ""
-        if self.phase == "evaluating":
+        busy = self.phase == "starting"
+        if busy:
+            self.time_label.setText(f"starting: {self.starting or 'preparing the run'}…")
+            shown, text = 0.0, ""
+        elif self.phase == "evaluating":
             self.time_label.setText(f"{clock(self.elapsed)}{limit} trained, scoring held-out points…")
             shown, text = self.scored, "scoring %p%"
-        else:
+        elif self.state in (RunState.RUNNING, RunState.PAUSED):
             self.time_label.setText(f"{clock(self.elapsed)}{limit} elapsed, ETA {clock(self.eta())}")
             shown, text = self.fraction, "%p%"
+        else:  # done, stopping, failed, idle: no estimate of a time left
+            self.time_label.setText(f"{clock(self.elapsed)}{limit} trained" if math.isfinite(self.elapsed) else "")
+            shown, text = self.fraction, "%p%"
+        if (self.progress.maximum() == 0) != busy:  # a busy bar (no range) until the first step
+            self.progress.setRange(0, 0 if busy else PROGRESS_UNITS)
         self.progress.setFormat(text)
         self.progress.setValue(round(PROGRESS_UNITS * min(max(shown, 0.0), 1.0)) if math.isfinite(shown) else 0)

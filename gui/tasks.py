@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from engine.config import DecoderConfig, RunConfig, SimulationConfig
+from engine.display import graph_sign
 from engine.estimators.vae import log_q
 from engine.evaluate import as_float64
 from engine.likelihood.quadrature import log_marginal_dense, uniform_grid
@@ -54,6 +55,20 @@ class DataBundle:
         truth = ", true model known" if ds.truth is not None else ""
         return f"{len(ds)} points, n = {ds.n}{latents}{truth}; {where}"
 
+    @property
+    def imported_from(self) -> str:
+        """The file name of imported data ('' for simulated data)."""
+        return "" if self.simulation is not None else Path(self.source).name
+
+    @property
+    def label(self) -> str:
+        """A few words for the results table: the simulation ("sigmoid n=3 m=2") or the file ("data.csv n=2")."""
+        sim, ds = self.simulation, self.dataset
+        if sim is not None:
+            return f"{sim.mixing} n={sim.n} m={sim.m}"
+        latents = f" m={ds.z.shape[1]}" if ds.z is not None else ""
+        return f"{self.imported_from} n={ds.n}{latents}"
+
 
 @dataclass
 class Samples:
@@ -80,6 +95,32 @@ class PosteriorGrid:
 class OpenedRun:
     saved: SavedRun
     history: list[dict[str, float]]
+    grid: np.ndarray | None = None  # (L, P, m) the latent grid of the data view
+    manifold: np.ndarray | None = None  # (L, P, n) the run's g_θ on it
+
+
+@dataclass
+class TrainedRun:
+    """A run trained here, and its g_θ on the latent grid of the data view (after any restored best state)."""
+
+    result: RunResult
+    grid: np.ndarray | None
+    manifold: np.ndarray | None
+
+
+def aligned_grid(grid: np.ndarray, values: np.ndarray, data: DataBundle | None) -> np.ndarray:
+    """The latent grid at which the data view draws g_θ's values: for the graph of x against z (n = m = 1),
+    mirrored when g_θ's latent runs against the true one (else a good fit looks like f's mirror image)."""
+    if data is None or data.true_grid is None or data.true_manifold is None:
+        return grid
+    return graph_sign(grid, values, data.true_grid, data.true_manifold) * grid
+
+
+def learned_manifold(decoder: Decoder, data: DataBundle | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The data view's latent grid for the decoder's m (aligned to the truth of `data`), and g_θ on it."""
+    grid = latent_grid(decoder.m)
+    values = manifold(decoder, grid)
+    return aligned_grid(grid, values, data), values
 
 
 def _bundle(ds: Dataset, source: str, sim: SimulationConfig | None) -> DataBundle:
@@ -113,12 +154,23 @@ def export_data(path: str, dataset: Dataset) -> Task:
 
 def train(config: RunConfig, data: DataBundle | None) -> Task:
     """Fit `config` on `data`; with no data (or stale data) draw it first and report it as phase "data"."""
-    def task(report: ProgressFn, should_stop: StopFn) -> RunResult:
+    def task(report: ProgressFn, should_stop: StopFn) -> TrainedRun:
         bundle = data
         if bundle is None:
             bundle = generate_data(config.simulation)
             report({"phase": "data", "data": bundle})
-        return fit(config, bundle.dataset, None, report, should_stop, should_stop)
+        grid: list[np.ndarray] = []  # the run's latent grid, from its first progress
+
+        def report_aligned(info: dict[str, Any]) -> None:
+            """Each plot snapshot with the grid to draw its g_θ at (`aligned_grid`)."""
+            if isinstance(info.get("setup"), dict):
+                grid[:] = [info["setup"]["grid"]]
+            if grid and isinstance(info.get("manifold"), np.ndarray):
+                info = {**info, "manifold_grid": aligned_grid(grid[0], info["manifold"], bundle)}
+            report(info)
+
+        result = fit(config, bundle.dataset, None, report_aligned, should_stop, should_stop)
+        return TrainedRun(result, *learned_manifold(result.decoder, bundle))
     return task
 
 
@@ -175,10 +227,11 @@ def _history(path: Path) -> list[dict[str, float]]:
     return out
 
 
-def open_run(path: str) -> Task:
+def open_run(path: str, data: DataBundle | None = None) -> Task:
+    """Open a run folder; its g_θ is aligned to the truth of `data` (the data on show), if any."""
     def task(report: ProgressFn, should_stop: StopFn) -> OpenedRun:
         saved = load_run(path)
-        return OpenedRun(saved, _history(saved.path / "history.csv"))
+        return OpenedRun(saved, _history(saved.path / "history.csv"), *learned_manifold(saved.decoder, data))
     return task
 
 

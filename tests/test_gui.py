@@ -18,7 +18,7 @@ import numpy as np
 import pyqtgraph as pg
 import pytest
 import shiboken6
-from PySide6.QtCore import QSettings, Qt, QThread
+from PySide6.QtCore import QRect, QSettings, Qt, QThread
 from PySide6.QtGui import QImage, QPainterPath, QPixmapCache
 from PySide6.QtWidgets import QApplication, QGraphicsPathItem, QMessageBox
 
@@ -131,6 +131,7 @@ def test_short_run_from_the_ui_reaches_done_with_plots_and_a_result(qtbot: Any, 
 
 
 def test_screenshot_after_a_run_is_not_blank(qtbot: Any, window: MainWindow) -> None:
+    window.fit_to_screen(QRect(0, 0, 1920, 1200))  # 1680 x 1020, as on a large screen (not the offscreen 800 x 800)
     run_to_end(qtbot, window, tiny_config(steps=120))
     qtbot.wait(150)
     image = window.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
@@ -208,7 +209,8 @@ def test_invalid_fields_block_start_with_their_message(qtbot: Any, window: MainW
     qtbot.keyClicks(sigma.line, "0")
     assert not w.start_action.isEnabled()
     assert "(0, 1000]" in sigma.error and sigma.editor.styleSheet() == INVALID_STYLE
-    assert "simulation.sigma" in w.problem_label.text()
+    assert w.problem_label.full_text().startswith("Cannot start: σ (Model): ")  # the panel's words; the
+    assert "simulation.sigma" in w.problem_label.toolTip()  # config's name in the tooltip
     w.start()
     assert w.state == RunState.IDLE and not w.controller.busy
     qtbot.keyClicks(sigma.line, ".2")

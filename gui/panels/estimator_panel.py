@@ -23,13 +23,15 @@ from engine.estimators import SUMMARIES
 
 from .fields import BoolField, ChoiceField, IntField, LayersField, OptionalIntField, RealField, SectionForm
 
+# what each estimator is, in a few words: the combo box shows the bare name (a longer label was cut off in
+# the dock), these words are its option's tooltip and the heading under the form
 ESTIMATOR_LABELS = {
-    "mle-quadrature": "mle-quadrature: direct MLE, Gauss-Hermite grid",
-    "mle-adaptive": "mle-adaptive: direct MLE, adaptive Gauss-Hermite",
-    "mle-importance": "mle-importance: direct MLE, importance sampling",
-    "mle-mcem": "mle-mcem: direct MLE, Monte Carlo EM",
-    "vae": "vae: variational autoencoder (ELBO)",
-    "iwae": "iwae: importance-weighted autoencoder",
+    "mle-quadrature": "direct MLE, fixed Gauss-Hermite grid",
+    "mle-adaptive": "direct MLE, adaptive Gauss-Hermite",
+    "mle-importance": "direct MLE, importance sampling",
+    "mle-mcem": "direct MLE, Monte Carlo EM",
+    "vae": "variational autoencoder, ELBO",
+    "iwae": "importance-weighted autoencoder",
 }
 # the settings each estimator reads; the others are hidden
 RELEVANT: dict[str, frozenset[str]] = {
@@ -62,7 +64,7 @@ class EstimatorPanel(QWidget):
             ("name", "estimator", ChoiceField(
                 "The objective maximised over θ and σ. Direct MLE estimates log p(x) = log ∫ p(x|z) p(z) dz "
                 "itself (four ways); vae and iwae maximise a lower bound through an encoder q(z|x).",
-                ESTIMATORS, ESTIMATOR_LABELS)),
+                ESTIMATORS, tips=ESTIMATOR_LABELS)),
             ("nodes", "nodes G", self.nodes_field),
             ("samples", "samples K", IntField("K: importance samples per point (mle-importance, iwae). "
                                               "1 to 100 000.", 1, 100_000)),
@@ -97,6 +99,7 @@ class EstimatorPanel(QWidget):
         line.setFrameShape(QFrame.Shape.HLine)
         layout.addWidget(line)
         self.kind_label = QLabel()
+        self.kind_label.setWordWrap(True)
         self.kind_label.setStyleSheet("font-weight: bold;")
         self.formula_label = QLabel()
         self.formula_label.setWordWrap(True)
@@ -132,8 +135,8 @@ class EstimatorPanel(QWidget):
                 shown = field in relevant and (field != "leapfrog_steps" or self.section.sampler == "hmc")
                 self.form.set_row_visible(field, shown)
         formula, summary = SUMMARIES[name]
-        self.kind_label.setText("Direct maximum likelihood" if name in MLE_ESTIMATORS
-                                else "Variational lower bound (encoder q_φ)")
+        kind = "Direct maximum likelihood" if name in MLE_ESTIMATORS else "Variational lower bound (encoder q_φ)"
+        self.kind_label.setText(f"{kind}: {ESTIMATOR_LABELS[name].removeprefix('direct MLE, ')}")
         self.formula_label.setText(formula)
         self.summary_label.setText(summary)
         self.show_defaults()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -29,6 +30,8 @@ from PySide6.QtWidgets import (
 from engine.config import ConfigError
 
 INVALID_STYLE = "background-color: #ffe1e1; border: 1px solid #c62828;"
+ERROR_STYLE = "color: #c62828; font-size: 11px;"
+WARNING_STYLE = "color: #8a5a00; font-size: 11px;"
 INT_MAX = 2**31 - 1  # a QSpinBox holds a C int
 
 
@@ -49,11 +52,14 @@ class Field(QWidget):
         self.row.setContentsMargins(0, 0, 0, 0)
         self.row.addWidget(editor, 1)
         outer.addLayout(self.row)
-        self.error_label = QLabel()
+        self.error_label = QLabel()  # the error, else the field's own notice, else the window's warning
         self.error_label.setWordWrap(True)
-        self.error_label.setStyleSheet("color: #c62828; font-size: 11px;")
+        self.error_label.setStyleSheet(ERROR_STYLE)
         self.error_label.hide()
         outer.addWidget(self.error_label)
+        self._error = ""  # the value cannot be used: Start is refused
+        self._notice = ""  # what the field did with text it could not take (until the next edit)
+        self._warning = ""  # a legal but unwise setting (set by the window's checks)
 
     def value(self) -> Any:
         """The parsed value; raises ValueError with a message when the text cannot be parsed."""
@@ -63,32 +69,112 @@ class Field(QWidget):
         raise NotImplementedError
 
     def set_error(self, message: str | None) -> None:
-        self.editor.setStyleSheet(INVALID_STYLE if message else "")
-        self.error_label.setText(message or "")
-        self.error_label.setVisible(bool(message))
+        self._error = message or ""
+        self._show_message()
+
+    def set_warning(self, message: str | None) -> None:
+        """A setting that works but is unwise: said beside the field, in amber; it does not block Start."""
+        self._warning = message or ""
+        self._show_message()
+
+    def set_notice(self, message: str | None) -> None:
+        self._notice = message or ""
+        self._show_message()
+
+    def _show_message(self) -> None:
+        text = self._error or self._notice or self._warning
+        style = "" if not self._error else INVALID_STYLE
+        if self.editor.styleSheet() != style:
+            self.editor.setStyleSheet(style)
+        self.error_label.setStyleSheet(ERROR_STYLE if self._error else WARNING_STYLE)
+        self.error_label.setText(text)
+        self.error_label.setVisible(bool(text))
 
     @property
     def error(self) -> str:
-        return self.error_label.text()
+        return self._error
+
+    @property
+    def warning(self) -> str:
+        return self._warning
+
+    @property
+    def notice(self) -> str:
+        return self._notice
+
+
+class LenientSpinBox(QSpinBox):
+    """A spin box that keeps whatever is typed: QSpinBox drops every key that cannot lead to a number in
+    range ("1e5", "2,000", a letter), without a word. Here such text stays, `IntField` says what is wrong
+    with it, and Qt puts the last good value back when editing ends (Enter or leaving the field)."""
+
+    def validate(self, text: str, pos: int) -> object:
+        state, text, pos = super().validate(text, pos)
+        if state == QValidator.State.Invalid:
+            state = QValidator.State.Intermediate
+        return state, text, pos
+
+    def strict_state(self) -> QValidator.State:
+        """Qt's own verdict on the text now: Acceptable, Intermediate (could become a number in range) or Invalid."""
+        text = self.lineEdit().text()
+        if self.specialValueText() and text == self.specialValueText():
+            return QValidator.State.Acceptable  # the minimum's name ("auto"), which QSpinBox.validate refuses
+        return QSpinBox.validate(self, text, len(text))[0]
 
 
 class IntField(Field):
-    """A whole number in a spin box; with `special`, the minimum is shown as that text (e.g. "auto" for 0)."""
+    """A whole number in a spin box; with `special`, the minimum is shown as that text (e.g. "auto" for 0).
+
+    The config follows the text as it is typed. Text that is not a whole number in range is kept, marked
+    and named under the field (Start is refused meanwhile); when editing ends, the spin box shows its last
+    good value again and the field says that the text was not taken."""
 
     def __init__(self, tip: str, lo: int, hi: int, *, special: str = ""):
-        self.spin = QSpinBox()
+        self.spin = LenientSpinBox()
         self.spin.setRange(lo, min(hi, INT_MAX))
         if special:
             self.spin.setSpecialValueText(special)
         self.spin.setAccelerated(True)
-        self.spin.setKeyboardTracking(False)
         super().__init__(tip, self.spin)
+        self._typed = ""  # the last text typed that could not be taken
         self.spin.valueChanged.connect(self.edited)
+        self.spin.lineEdit().textEdited.connect(self._on_text_edited)
+        self.spin.editingFinished.connect(self._on_editing_finished)
+
+    def _range(self) -> str:
+        lo, hi = self.spin.minimum(), self.spin.maximum()
+        special = f" ({self.spin.specialValueText()} = {lo})" if self.spin.specialValueText() else ""
+        return f"a whole number from {lo:,} to {hi:,}{special}".replace(",", " ")
+
+    def _text_problem(self) -> str:
+        """Why the text cannot be taken ('' when it can)."""
+        if self.spin.strict_state() == QValidator.State.Acceptable:
+            return ""
+        text = self.spin.cleanText().strip() or self.spin.lineEdit().text().strip()
+        return f"{text!r} is not {self._range()}" if text else f"enter {self._range()}"
+
+    def _on_text_edited(self, text: str) -> None:
+        self.set_notice(None)
+        problem = self._text_problem()
+        self._typed = text if problem else ""
+        if problem:  # valueChanged does not come for text that is not a number in range
+            self.edited.emit()
+
+    def _on_editing_finished(self) -> None:
+        typed, self._typed = self._typed, ""
+        if typed and not self._text_problem():  # Qt restored the last good value
+            self.edited.emit()  # the form forgets the problem
+            self.set_notice(f"{typed.strip()!r} was not {self._range()}: kept {self.spin.text()}")
 
     def value(self) -> int:
+        problem = self._text_problem()
+        if problem:
+            raise ValueError(problem)
         return int(self.spin.value())
 
     def set_value(self, value: Any) -> None:
+        self._typed = ""
+        self.set_notice(None)
         self.spin.blockSignals(True)
         self.spin.setValue(int(value))
         self.spin.blockSignals(False)
@@ -149,12 +235,17 @@ class OptionalIntField(Field):
 
 
 class ChoiceField(Field):
-    def __init__(self, tip: str, options: Sequence[str], labels: dict[str, str] | None = None):
+    """One of `options`, shown by its label (the option itself if none); `tips`: a tooltip for each option."""
+
+    def __init__(self, tip: str, options: Sequence[str], labels: dict[str, str] | None = None,
+                 tips: dict[str, str] | None = None):
         self.combo = QComboBox()
         self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.combo.setMinimumContentsLength(8)
         for opt in options:
             self.combo.addItem((labels or {}).get(opt, opt), opt)
+            if tips and opt in tips:
+                self.combo.setItemData(self.combo.count() - 1, tips[opt], Qt.ItemDataRole.ToolTipRole)
         super().__init__(tip, self.combo)
         self.combo.currentIndexChanged.connect(self.edited)
 
@@ -271,15 +362,26 @@ class SectionForm(QWidget):
             if name in self._parse_errors:
                 continue
             mine = err is not None and err.field == f"{self.prefix}.{name}"
-            field.set_error(_config_message(err) if mine and err is not None else None)
+            field.set_error(config_message(err) if mine and err is not None else None)
             hit = hit or mine
         return hit
 
     def set_row_visible(self, name: str, visible: bool) -> None:
         self.form.setRowVisible(self.fields[name], visible)
 
+    def show_warnings(self, warnings: dict[str, str]) -> None:
+        """Warn beside each field whose dotted path is a key of `warnings`; clear the others' warnings."""
+        for name, field in self.fields.items():
+            field.set_warning(warnings.get(f"{self.prefix}.{name}"))
 
-def _config_message(err: ConfigError) -> str:
+    def label_of(self, path: str) -> str | None:
+        """The label the form shows for a dotted field path (`simulation.sigma` -> "σ"), None if not its own."""
+        prefix, _, name = path.partition(".")
+        label = self.labels.get(name) if prefix == self.prefix else None
+        return label.text() if label is not None else None
+
+
+def config_message(err: ConfigError) -> str:
     """The reason shown under a field; None is an empty optional field, i.e. the automatic value."""
     got = "auto" if err.value is None else repr(err.value)
-    return f"got {got}; {err.allowed}"
+    return f"got {got if len(got) <= 40 else got[:37] + '...'}; {err.allowed}"

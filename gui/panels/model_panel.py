@@ -48,9 +48,19 @@ class ModelPanel(QWidget):
         self.preset_button.setToolTip("Replace every setting (model, estimator, training) by the preset's")
         self.preset_button.clicked.connect(self._load_preset)
         self.preset_button.setEnabled(self.preset_combo.count() > 0)
+        self.preset_combo.currentIndexChanged.connect(
+            lambda i: self.preset_button.setEnabled(i >= 0))
         presets.addWidget(self.preset_combo, 1)
         presets.addWidget(self.preset_button)
         layout.addLayout(presets)
+
+        # imported data in use: these settings only describe a simulation that Generate would draw
+        self.source_label = QLabel()
+        self.source_label.setWordWrap(True)
+        self.source_label.setStyleSheet("background: #fff4d6; color: #5a3d00; border: 1px solid #e0b44c; "
+                                        "border-radius: 3px; padding: 4px;")
+        self.source_label.hide()
+        layout.addWidget(self.source_label)
 
         self.form = SectionForm("simulation", section, [
             ("n", "n", IntField("n: dimension of the data, x ∈ R^n. 1 to 1000.", 1, 1000)),
@@ -128,11 +138,20 @@ class ModelPanel(QWidget):
         if self.preset_combo.currentIndex() >= 0:
             self.preset_requested.emit(self.preset_combo.currentData())
 
-    def show_preset(self, name: str) -> None:
-        """Show which preset was loaded (it is one of the listed files)."""
-        i = self.preset_combo.findText(name)
-        if i >= 0:
+    def show_preset(self, name: str | None, modified: bool = False) -> None:
+        """Name the preset the settings hold; none (`name` None) or `modified`: the box says "custom"."""
+        i = self.preset_combo.findText(name) if name is not None and not modified else -1
+        self.preset_combo.setPlaceholderText(f"custom (changed from {name})" if name is not None and modified
+                                             else "custom settings")
+        if self.preset_combo.currentIndex() != i:
             self.preset_combo.setCurrentIndex(i)
+
+    def set_source(self, imported: str | None) -> None:
+        """`imported`: what the imported data in use are; None when the data (will) come from these settings."""
+        if imported:
+            self.source_label.setText(f"In use: {imported}. The settings below describe a simulation; Generate "
+                                      "draws it and replaces the imported data.")
+        self.source_label.setVisible(bool(imported))
 
     def set_data_text(self, text: str, stale: bool) -> None:
         self.data_label.setText(text + ("\nSettings changed since: Generate (or Start) draws new data."

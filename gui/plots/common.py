@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, QTimer
+from PySide6.QtCore import QObject, QSizeF, Qt, QTimer
 from PySide6.QtGui import QColor, QPen
-from PySide6.QtWidgets import QGraphicsItem, QWidget
+from PySide6.QtWidgets import QGraphicsItem, QSizePolicy, QWidget
 
 # distinct, print-friendly colours for runs (Okabe-Ito, then Tableau)
 RUN_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
@@ -151,6 +151,44 @@ def plain_axes(plot: pg.PlotItem) -> None:
         plot.getAxis(name).enableAutoSIPrefix(False)
 
 
+class ShrinkableTitle(pg.LabelItem):
+    """A plot title that does not hold its plot at the title's width (pyqtgraph's sets its minimum width
+    to the text's at every resize): a narrow plot cuts its title at the view's edge rather than its axes,
+    and side-by-side plots share their row evenly whatever their titles."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._justify = self.opts["justify"]
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemClipsChildrenToShape)  # cut, never over a neighbour
+
+    def resizeEvent(self, ev: object) -> None:
+        """A title wider than the plot starts at its left and is cut at its end (centred, both ends went)."""
+        own = getattr(self, "_justify", self.opts["justify"])  # (LabelItem's constructor lays it out first)
+        self.opts["justify"] = "left" if self.item.boundingRect().width() > self.width() else own
+        super().resizeEvent(ev)
+
+    def updateMin(self) -> None:
+        super().updateMin()
+        self.setMinimumWidth(0)
+
+    def sizeHint(self, which: Qt.SizeHint, constraint: QSizeF = QSizeF()) -> QSizeF:  # noqa: B008 - Qt's
+        size = super().sizeHint(which, constraint)
+        if which in (Qt.SizeHint.MinimumSize, Qt.SizeHint.PreferredSize):
+            size.setWidth(0)
+        return size
+
+
+def shrinkable_title(plot: pg.PlotItem, title: str = "", size: str = "11pt", justify: str = "center") -> None:
+    """Give the plot a `ShrinkableTitle` in place of its own (`justify` "left": a long one is cut at its end)."""
+    plot.layout.removeItem(plot.titleLabel)
+    plot.titleLabel.setParentItem(None)
+    if plot.titleLabel.scene() is not None:
+        plot.titleLabel.scene().removeItem(plot.titleLabel)
+    plot.titleLabel = ShrinkableTitle("", size=size, parent=plot, justify=justify)
+    plot.layout.addItem(plot.titleLabel, 0, 1)
+    plot.setTitle(title or None)
+
+
 class PlotTexts:
     """Title and axis labels of a PlotItem, set only when they change (each change lays the plot out again)."""
 
@@ -158,6 +196,7 @@ class PlotTexts:
         self.plot = plot
         self._shown: dict[str, str] = {}
         plain_axes(plot)
+        shrinkable_title(plot)
 
     def set(self, title: str | None = None, bottom: str | None = None, left: str | None = None) -> None:
         for key, text in (("title", title), ("bottom", bottom), ("left", left)):
@@ -168,6 +207,69 @@ class PlotTexts:
                 self.plot.setTitle(text)
             else:
                 self.plot.setLabel(key, text)
+
+
+class SideLegend(pg.LegendItem):
+    """A legend laid out in a graphics layout, beside or under the plots, never over the data. (pyqtgraph's
+    own legend floats in the view box, which clips it: in a short plot it showed two entries of many.)"""
+
+    def __init__(self, columns: int = 1):
+        super().__init__(offset=None, colCount=columns, brush=LEGEND_BRUSH, frame=False)
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations, False)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        self._room = math.inf  # the width to fill with columns of entries (legend_below)
+
+    def addItem(self, item: QGraphicsItem, name: str) -> None:
+        super().addItem(item, name)
+        self.fit_columns()
+
+    def _entry_width(self) -> float:
+        return max(s.boundingRect().width() + label.item.boundingRect().width() for s, label in self.items) + 30
+
+    def fit_columns(self, width: float | None = None) -> None:
+        """As many columns as entries fit side by side in `width` (the last width given, by default)."""
+        if width is not None:
+            self._room = width
+        if not self.items or not math.isfinite(self._room):
+            return
+        columns = max(1, min(len(self.items), int(self._room // self._entry_width())))
+        if columns != self.columnCount:
+            self.setColumnCount(columns)
+
+    def sizeHint(self, which: Qt.SizeHint, constraint: QSizeF = QSizeF()) -> QSizeF:  # noqa: B008 - Qt's
+        """Under a plot (`legend_below`): at least one entry wide, however many columns it has now, so that
+        its width never holds the plot wider (the plot narrowing takes columns away)."""
+        size = super().sizeHint(which, constraint)
+        if which == Qt.SizeHint.MinimumSize and self.items and math.isfinite(self._room):
+            size.setWidth(min(size.width(), self._entry_width()))
+        return size
+
+    def updateSize(self) -> None:
+        """Entries changed: let the enclosing layout place and size the legend again (pyqtgraph's version
+        moves a free-floating legend to its parent's origin)."""
+        self.updateGeometry()
+
+    def repaint_sample(self, item: QGraphicsItem) -> None:
+        """Paint the sample of `item` again after its pen or brush changed (a sample is painted from the
+        item's options, but nothing tells it when they change)."""
+        for sample, _label in self.items:
+            if sample.item is item:
+                sample.update()
+
+    def set_label(self, item: QGraphicsItem, text: str) -> None:
+        label = self.getLabel(item)
+        if label is not None and label.text != text:
+            label.setText(text)
+
+
+def legend_below(plot: pg.PlotItem, columns: int = 4) -> SideLegend:
+    """A legend under the plot's bottom axis, in one row where it fits; items added to the plot with a name
+    join it."""
+    legend = SideLegend(columns)
+    plot.layout.addItem(legend, 4, 1)
+    plot.legend = legend
+    plot.geometryChanged.connect(lambda: legend.fit_columns(plot.width()))  # rows wrap when the plot narrows
+    return legend
 
 
 def cache_static(*items: QGraphicsItem) -> None:

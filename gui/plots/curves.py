@@ -13,16 +13,20 @@ from PySide6.QtGui import QColor, QPainterPath, QPen
 from PySide6.QtWidgets import QCheckBox, QGraphicsPathItem, QHBoxLayout, QVBoxLayout, QWidget
 
 from .common import (
-    LEGEND_BRUSH,
     GrowingSeries,
     LiveView,
+    SideLegend,
     StreamingCurve,
     cache_static,
     log10_positive,
     plain_axes,
+    shrinkable_title,
 )
 
 REF_PEN = pg.mkPen("#222222", width=1.5, style=Qt.PenStyle.DashLine)
+LIVE_Z = 10  # the live run's curves are drawn over the finished runs' ones
+FINAL_SYMBOL = "star"  # a run's final held-out score (all held-out points), at its last step
+LEGEND_ROWS = 12  # legend entries a column before the legend takes another column
 
 
 @dataclass
@@ -46,27 +50,41 @@ class History:
 
 
 class CurvesView(QWidget, LiveView):
+    """The objective, the held-out log-likelihood and σ side by side, each the full height of the view, and
+    the legend of the runs shown beside them (inside a plot it covered the curves, and a short plot cut
+    it to two entries)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.glw = pg.GraphicsLayoutWidget()
-        self.objective_plot = self.glw.addPlot(row=0, col=0, title="Training objective")
-        self.heldout_plot = self.glw.addPlot(row=1, col=0, title="Held-out log-likelihood (nats/point)")
-        self.sigma_plot = self.glw.addPlot(row=2, col=0, title="Noise σ")
+        self.objective_plot = self.glw.addPlot(row=0, col=0)
+        self.heldout_plot = self.glw.addPlot(row=0, col=1)
+        self.sigma_plot = self.glw.addPlot(row=0, col=2)
         self.plots = (self.objective_plot, self.heldout_plot, self.sigma_plot)
-        for plot in self.plots:
+        for col, (plot, title) in enumerate(zip(self.plots, ("Training objective", "Held-out log p(x) (★ final)",
+                                                             "Noise σ"), strict=True)):
             plain_axes(plot)
             plot.setAutoVisible(y=True)
+            shrinkable_title(plot, title, "10pt", "left")  # equal widths, whatever the titles' widths
+            plot.setLabel("bottom", "step")
+            self.glw.ci.layout.setColumnStretchFactor(col, 1)
             if plot is not self.objective_plot:
                 plot.setXLink(self.objective_plot)
-        self.sigma_plot.setLabel("bottom", "step")
-        self.legend = self.heldout_plot.addLegend(offset=(-5, -5), brush=LEGEND_BRUSH)
+        self.heldout_plot.titleLabel.setToolTip("Held-out log-likelihood, nats/point: periodic estimates on a fixed "
+                                                "subsample of the held-out points; ★ a run's final score, on all "
+                                                "of them")
+        self.legend = SideLegend()
+        self.glw.addItem(self.legend, row=0, col=3)
         # the live run: the dense curves grow at every frame; the sparse held-out one has symbols
         self.streams = {"objective": StreamingCurve(self.objective_plot), "sigma": StreamingCurve(self.sigma_plot)}
         self.live_heldout = self.heldout_plot.plot(symbol="o", symbolSize=5)
-        self.true_loglik = pg.InfiniteLine(angle=0, pen=REF_PEN, label="truth", movable=False,
-                                           labelOpts={"position": 0.05, "color": "#222222"})
-        self.true_sigma = pg.InfiniteLine(angle=0, pen=REF_PEN, label="true σ", movable=False,
-                                          labelOpts={"position": 0.05, "color": "#222222"})
+        for item in (self.live_heldout, *self.streams["objective"].items, *self.streams["sigma"].items):
+            item.setZValue(LIVE_Z)
+        self._live_label: str | None = None  # the live run's objective, None when no run is live
+        self._live_name = ""
+        ref_label = {"position": 0.02, "color": "#222222", "anchors": [(0, 0), (0, 1)]}  # left-aligned, inside
+        self.true_loglik = pg.InfiniteLine(angle=0, pen=REF_PEN, label="truth", movable=False, labelOpts=ref_label)
+        self.true_sigma = pg.InfiniteLine(angle=0, pen=REF_PEN, label="true σ", movable=False, labelOpts=ref_label)
         self.heldout_plot.addItem(self.true_loglik, ignoreBounds=False)
         self.sigma_plot.addItem(self.true_sigma, ignoreBounds=False)
         self.true_loglik.hide()
@@ -93,9 +111,10 @@ class CurvesView(QWidget, LiveView):
         layout.addWidget(self.glw, 1)
 
     # ------------------------------------------------------------------------------------ live run
-    def start_live(self, colour: str, objective_label: str, steps: int) -> None:
+    def start_live(self, colour: str, objective_label: str, steps: int, name: str = "") -> None:
         """A new run: x is fixed to its steps and y ranges only grow, so the axes are laid out again only
-        when a curve leaves its range, not at every frame. When the run ends, the plots range to all."""
+        when a curve leaves its range, not at every frame. When the run ends, the plots range to all.
+        `name` labels it in the legend."""
         for s in self.series.values():
             s.clear()
         self._drawn.clear()
@@ -111,7 +130,12 @@ class CurvesView(QWidget, LiveView):
         self.live_heldout.setPen(pen)
         self.live_heldout.setSymbolBrush(pg.mkBrush(colour))
         self.live_heldout.setSymbolPen(None)
-        self.set_objective_label(objective_label)
+        self.legend.removeItem(self.live_heldout)
+        self._live_name = f"{name} (running)" if name else "running"
+        self.legend.addItem(self.live_heldout, self._live_name)
+        self._live_label = objective_label
+        self._fit_legend()
+        self._update_titles()
         self.mark_dirty()
 
     def expect_steps(self, total: float) -> None:
@@ -126,7 +150,31 @@ class CurvesView(QWidget, LiveView):
             curve.set_x_range(self._x_range)
 
     def set_objective_label(self, label: str) -> None:
-        self.objective_plot.setTitle(f"Training objective: {label}" if label else "Training objective")
+        """What the live run's objective is (its first progress names it)."""
+        if self._live_label is not None:
+            self._live_label = label
+            self._update_titles()
+
+    def _update_titles(self) -> None:
+        """The objective axis names what the curves on it are: one objective, or which run has which."""
+        runs: dict[str, list[str]] = {}
+        shown = [(o.label, o.name) for run_id, o in self.overlays.items() if run_id in self._shown]
+        if self._live_label is not None:
+            shown.append((self._live_label, self._live_name))
+        for label, name in shown:
+            runs.setdefault(label or "objective", []).append(name.split(" ")[0])
+        if not runs:
+            title = "Training objective"
+        elif len(runs) == 1:
+            title = f"Objective: {next(iter(runs))}"
+        else:
+            title = "Objective: " + " · ".join(f"{label} {' '.join(names)}" for label, names in runs.items())
+        self.objective_plot.setTitle(title, size="10pt")
+
+    def _fit_legend(self) -> None:
+        columns = max(1, math.ceil(len(self.legend.items) / LEGEND_ROWS))
+        if columns != self.legend.columnCount:
+            self.legend.setColumnCount(columns)
 
     def add_rows(self, rows: list[dict[str, float]]) -> None:
         for row in rows:
@@ -146,6 +194,10 @@ class CurvesView(QWidget, LiveView):
         for curve in self.streams.values():
             curve.reset()
         self.live_heldout.setData([], [])
+        self.legend.removeItem(self.live_heldout)
+        self._live_label = None
+        self._fit_legend()
+        self._update_titles()
         for plot in self.plots:
             plot.enableAutoRange()
 
@@ -212,15 +264,18 @@ class CurvesView(QWidget, LiveView):
         plot.setYRange(lo - pad, hi + pad, padding=0)
 
     # ------------------------------------------------------------------------------------ overlays
-    def set_overlay(self, run_id: int, history: History | None, colour: str, name: str, visible: bool) -> None:
-        """Show or hide a finished run's curves; the items are made once per run, then toggled."""
+    def set_overlay(self, run_id: int, history: History | None, colour: str, name: str, visible: bool,
+                    final: tuple[float, float] | None = None, label: str = "") -> None:
+        """Show or hide a finished run's curves; the items are made once per run, then toggled. `final`:
+        (step, value) of its final held-out score; `label`: what its objective is."""
         overlay = self.overlays.get(run_id)
         if overlay is None:
             if not visible or history is None:
                 return
-            overlay = Overlay(history, colour, self.log_sigma.isChecked())
+            overlay = Overlay(history, colour, self.log_sigma.isChecked(), final, name, label)
             self.objective_plot.addItem(overlay.objective)
             self.heldout_plot.addItem(overlay.heldout)
+            self.heldout_plot.addItem(overlay.final)
             self.sigma_plot.addItem(overlay.sigma)
             self.overlays[run_id] = overlay
         if visible == (run_id in self._shown):
@@ -233,6 +288,8 @@ class CurvesView(QWidget, LiveView):
         else:
             self._shown.discard(run_id)
             self.legend.removeItem(overlay.heldout)
+        self._fit_legend()
+        self._update_titles()
 
 
 class Overlay:
@@ -240,10 +297,13 @@ class Overlay:
     Qt draws and bounds them without calling Python, so the frames of a live run, which repaint the
     region its newest points cover, cost less with runs overlaid (as PlotDataItems each overlay cost
     Python calls at every such repaint, and a re-clip at every change of the view's range). The sparse
-    held-out points are a PlotDataItem with symbols, which the legend shows. All are cached as pixmaps."""
+    held-out points are a PlotDataItem with symbols, which the legend shows, and the final score (on all
+    held-out points, at the last step) a star. All are cached as pixmaps."""
 
-    def __init__(self, history: History, colour: str, log_sigma: bool):
+    def __init__(self, history: History, colour: str, log_sigma: bool, final: tuple[float, float] | None = None,
+                 name: str = "", label: str = ""):
         self.history = history
+        self.name, self.label = name, label
         pen = QPen(QColor(colour), 0)  # a one-pixel line; width 0 also keeps the item's bounds exact
         pen.setCosmetic(True)
         self.objective = QGraphicsPathItem(_path(history.step, history.objective))
@@ -253,7 +313,10 @@ class Overlay:
         self.set_log_sigma(log_sigma)
         self.heldout = pg.PlotDataItem(history.heldout_step, history.heldout, pen=pg.mkPen(colour, width=1),
                                        symbol="o", symbolSize=5, symbolBrush=pg.mkBrush(colour), symbolPen=None)
-        self.items = (self.objective, self.heldout, self.sigma)
+        ok = final is not None and all(math.isfinite(v) for v in final)
+        self.final = pg.ScatterPlotItem([final[0]] if ok else [], [final[1]] if ok else [], symbol=FINAL_SYMBOL,
+                                        size=13, brush=pg.mkBrush(colour), pen=pg.mkPen("#222222", width=1))
+        self.items = (self.objective, self.heldout, self.final, self.sigma)
         cache_static(*self.items)
 
     def set_log_sigma(self, on: bool) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtCore import QSize, Signal
+from PySide6.QtGui import QResizeEvent
+from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from ..tasks import DataBundle, Samples
-from .common import DATA_BRUSH, LEGEND_BRUSH, TRUE_PEN, LiveView, PlotTexts, cache_static, fit_view, polylines
+from .common import DATA_BRUSH, TRUE_PEN, LiveView, PlotTexts, cache_static, fit_view, legend_below, polylines
 
 
 def _graph(grid: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -22,7 +23,8 @@ def _graph(grid: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 class PairSelector(QWidget):
-    """Two spin boxes choosing which data coordinates (x_i, x_j) a 2-D view shows."""
+    """Two spin boxes choosing which data coordinates (x_i, x_j) a 2-D view shows (n >= 2): always two
+    different ones (choosing the other box's coordinate swaps the two)."""
 
     changed = Signal()
 
@@ -34,30 +36,62 @@ class PairSelector(QWidget):
         for spin, tip in ((self.first, "i: horizontal axis shows x_i"), (self.second, "j: vertical axis x_j")):
             spin.setPrefix("x")
             spin.setToolTip(tip)
-            spin.valueChanged.connect(self.changed)
+            spin.valueChanged.connect(self._on_changed)
         layout.addWidget(QLabel("coordinates"))
         layout.addWidget(self.first)
         layout.addWidget(QLabel("vs"))
         layout.addWidget(self.second)
         layout.addStretch(1)
+        self._shown = (1, 1)  # the pair on show (1-based), to swap from
+        self._last = (1, 2)  # the last pair of two coordinates shown (kept through n = 1 data)
         self.set_dimension(1)
 
+    def _set(self, i: int, j: int) -> None:
+        for spin, v in ((self.first, i), (self.second, j)):
+            spin.blockSignals(True)
+            spin.setValue(v)
+            spin.blockSignals(False)
+        self._shown = (self.first.value(), self.second.value())
+        if self._shown[0] != self._shown[1]:
+            self._last = self._shown
+
+    def _on_changed(self) -> None:
+        i, j = self.first.value(), self.second.value()
+        if i == j and self.first.maximum() >= 2:  # the same coordinate twice: swap instead
+            old_i, old_j = self._shown
+            i, j = (i, old_i) if i != old_i else (old_j, j)
+        self._set(i, j)
+        self.changed.emit()
+
     def set_dimension(self, n: int) -> None:
-        for spin, default in ((self.first, 1), (self.second, min(2, n))):
+        """Coordinates of n-dimensional data: the pair on show if it is two of them, else x1 vs x2."""
+        for spin in (self.first, self.second):
             spin.blockSignals(True)
             spin.setRange(1, n)
-            if spin.value() > n or n <= 2:
-                spin.setValue(default)
             spin.blockSignals(False)
-        self.setVisible(n > 2)
+        i, j = self._last
+        if n == 1:
+            self._set(1, 1)
+        else:
+            self._set(*((i, j) if i <= n and j <= n else (1, 2)))
+        self.setVisible(n >= 2)
 
     def pair(self) -> tuple[int, int]:
         """0-based column indices."""
         return self.first.value() - 1, self.second.value() - 1
 
-    def set_pair(self, i: int, j: int) -> None:
-        self.first.setValue(i + 1)
-        self.second.setValue(j + 1)
+    def last_pair(self) -> tuple[int, int]:
+        """The last two coordinates shown (0-based), also while n = 1 data show none: what is saved."""
+        return self._last[0] - 1, self._last[1] - 1
+
+    def set_pair(self, i: int, j: int) -> bool:
+        """Show coordinates i and j (0-based) if they are two different coordinates of the data."""
+        n = self.first.maximum()
+        if not (0 <= i < n and 0 <= j < n and i != j):
+            return False
+        self._set(i + 1, j + 1)
+        self.changed.emit()
+        return True
 
 
 def _axes(texts: PlotTexts, n: int, pair: tuple[int, int]) -> None:
@@ -80,7 +114,7 @@ class DataView(QWidget, LiveView):
         self.plot = self.widget.getPlotItem()
         self.texts = PlotTexts(self.plot)
         self.texts.set(title="Data, true f and learned g_θ")
-        self.plot.addLegend(offset=(5, 5), brush=LEGEND_BRUSH)
+        self.legend = legend_below(self.plot)
         self.scatter = pg.ScatterPlotItem(size=4, pen=None, brush=DATA_BRUSH, name="data x")
         self.true_curve = pg.PlotDataItem(pen=TRUE_PEN, name="true f", connect="finite")
         # redrawn at every frame: a bare PlotCurveItem, without PlotDataItem's per-call bookkeeping
@@ -115,6 +149,8 @@ class DataView(QWidget, LiveView):
 
     def set_learned(self, grid: np.ndarray | None, values: np.ndarray | None) -> None:
         self.learned = None if grid is None or values is None else (grid, values)
+        if self.learned is None:  # no run's g_θ on show: the legend names none
+            self.legend.set_label(self.learned_curve, "learned g_θ")
         self.mark_dirty()
 
     def set_selected(self, index: int | None) -> None:
@@ -122,8 +158,11 @@ class DataView(QWidget, LiveView):
         self._chosen = True
         self.mark_dirty()
 
-    def set_learned_colour(self, colour: str) -> None:
+    def set_learned_colour(self, colour: str, label: str = "learned g_θ") -> None:
+        """The pen of g_θ (its run's colour), in the legend too, where `label` names whose g_θ it is."""
         self.learned_curve.setPen(pg.mkPen(colour, width=2))
+        self.legend.set_label(self.learned_curve, label)
+        self.legend.repaint_sample(self.learned_curve)
 
     def _on_clicked(self, item: pg.ScatterPlotItem, points: list, ev: object) -> None:
         if len(points):
@@ -193,18 +232,16 @@ class SamplesView(QWidget, LiveView):
         self.truth_button = QPushButton("Sample from true model")
         self.truth_button.setToolTip("Draw new points from the true model f, σ of the simulation")
         self.truth_button.clicked.connect(lambda: self.sample_requested.emit("truth", self.count.value()))
-        bar = QHBoxLayout()
-        bar.addWidget(QLabel("points"))
-        bar.addWidget(self.count)
-        bar.addWidget(self.fit_button)
-        bar.addWidget(self.truth_button)
-        bar.addStretch(1)
+        self.bar = bar = QGridLayout()  # one row, or two where the view is narrow (`resizeEvent`)
+        self._bar_widgets = (QLabel("points"), self.count, self.fit_button, self.truth_button)
+        self._two_rows: bool | None = None
+        self._arrange(False)
         self.widget = pg.PlotWidget()
         self.plot = self.widget.getPlotItem()
         self.texts = PlotTexts(self.plot)
         self.texts.set(title="Generated samples against the data")
         self.plot.showGrid(x=True, y=True, alpha=0.2)
-        self.plot.addLegend(offset=(5, 5), brush=LEGEND_BRUSH)
+        self.legend = legend_below(self.plot)
         self.data_scatter = pg.ScatterPlotItem(size=4, pen=None, brush=DATA_BRUSH, name="data")
         self.sample_scatter = pg.ScatterPlotItem(size=4, pen=None, brush=pg.mkBrush(213, 94, 0, 150),
                                                  name="samples")
@@ -216,6 +253,33 @@ class SamplesView(QWidget, LiveView):
         layout.addWidget(self.widget, 1)
         self.data: DataBundle | None = None
         self.samples: Samples | None = None
+
+    def _arrange(self, two_rows: bool) -> None:
+        """The controls in one row, or the buttons under the count: the view (and the tabs it is in) may
+        then be narrower than the four controls side by side."""
+        if two_rows == self._two_rows:
+            return
+        self._two_rows = two_rows
+        for w in self._bar_widgets:
+            self.bar.removeWidget(w)
+        places = ((0, 0), (0, 1), (1, 0), (1, 1)) if two_rows else ((0, 0), (0, 1), (0, 2), (0, 3))
+        for w, (row, col) in zip(self._bar_widgets, places, strict=True):
+            self.bar.addWidget(w, row, col)
+        self.bar.setColumnStretch(4, 1)
+
+    def _one_row_width(self) -> int:
+        hints = [w.sizeHint().width() for w in self._bar_widgets]
+        return sum(hints) + self.bar.horizontalSpacing() * len(hints) + 4
+
+    def minimumSizeHint(self) -> QSize:
+        """As narrow as the two-row arrangement allows, whichever is on show."""
+        hints = [w.sizeHint().width() for w in self._bar_widgets]
+        width = max(hints[0] + hints[1], hints[2] + hints[3]) + 3 * self.bar.horizontalSpacing() + 4
+        return QSize(width, super().minimumSizeHint().height())
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._arrange(self.width() < self._one_row_width())
 
     def set_data(self, data: DataBundle | None) -> None:
         self.data = data

@@ -8,7 +8,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from .common import DATA_BRUSH, LEGEND_BRUSH, LiveView, PlotTexts, cache_static, fit_view, plane
+from .common import DATA_BRUSH, LiveView, PlotTexts, cache_static, fit_view, legend_below, plane
 
 LATENT_SOURCE = {
     "mle-quadrature": "posterior means", "mle-adaptive": "posterior modes", "mle-importance": "posterior modes",
@@ -25,7 +25,7 @@ class LatentView(QWidget, LiveView):
         self.widget = pg.PlotWidget()
         self.plot = self.widget.getPlotItem()
         self.texts = PlotTexts(self.plot)
-        self.plot.addLegend(offset=(5, 5), brush=LEGEND_BRUSH)
+        self.legend = legend_below(self.plot)
         self.true_scatter = pg.ScatterPlotItem(size=4, pen=None, brush=DATA_BRUSH, name="true z")
         self.inferred_scatter = pg.ScatterPlotItem(size=4, pen=None, brush=pg.mkBrush(0, 114, 178, 150),
                                                    name="inferred")
@@ -60,6 +60,7 @@ class LatentView(QWidget, LiveView):
         c = pg.mkColor(colour)
         c.setAlpha(150)
         self.inferred_scatter.setBrush(pg.mkBrush(c))
+        self.legend.repaint_sample(self.inferred_scatter)
 
     def redraw(self) -> None:
         """The inferred latents at every frame; the true z and the labels only when they change."""

@@ -9,7 +9,7 @@ from PySide6.QtCore import QRectF, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox, QStackedWidget, QVBoxLayout, QWidget
 
 from ..tasks import PosteriorGrid
-from .common import LEGEND_BRUSH, LiveView, plain_axes
+from .common import LiveView, legend_below, plain_axes
 
 COLOURMAP = pg.colormap.get("viridis")
 
@@ -41,7 +41,7 @@ class PosteriorView(QWidget, LiveView):
         self.line_widget = pg.PlotWidget()
         self.line_plot = self.line_widget.getPlotItem()
         self.line_plot.showGrid(x=True, y=True, alpha=0.2)
-        self.line_plot.addLegend(offset=(5, 5), brush=LEGEND_BRUSH)
+        legend_below(self.line_plot)
         self.line_plot.setLabel("bottom", "z")
         self.line_plot.setLabel("left", "density")
         plain_axes(self.line_plot)

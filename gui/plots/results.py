@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
@@ -40,6 +41,10 @@ class RunRecord:
     result: RunResult | None = None  # trained in this session (can be saved)
     saved: SavedRun | None = None  # opened from a run folder
     checked: bool = True
+    data_label: str = ""  # the data it was fitted on, short: "sigmoid n=3 m=2", "data.csv n=2"
+    imported_from: str = ""  # the file name of imported data it was fitted on ('' for simulated data)
+    objective_label: str = ""  # what its training objective is: "log p(x)", "ELBO", ...
+    manifold: tuple[np.ndarray, np.ndarray] | None = None  # (latent grid, g_θ on it) for the data view
 
     @property
     def estimator(self) -> str:
@@ -87,8 +92,44 @@ def _sigma(metrics: dict[str, Any]) -> tuple[str, float]:
 
 
 def _data(r: RunRecord) -> tuple[str, str]:
-    sim = r.config.simulation
+    if r.data_label:
+        return r.data_label, r.data_summary
+    sim = r.config.simulation  # a run opened from a folder: the simulation settings it was saved with
     return f"{sim.mixing} n={sim.n} m={sim.m}", r.data_summary
+
+
+def scoring_note(metrics: dict[str, Any]) -> str:
+    """Why a run has no held-out metrics, in a few words ('' when it was scored)."""
+    if metrics.get("scoring_failed"):
+        return "scoring failed"
+    if metrics.get("scoring_stopped"):
+        return "scoring stopped"
+    if metrics.get("scored") is False or not metrics:
+        return "not scored"
+    return ""
+
+
+def _scoring_detail(metrics: dict[str, Any]) -> str:
+    """The scoring's own message: the reason it failed, or its first warning."""
+    failed = metrics.get("scoring_failed")
+    if failed:
+        return f"the scoring failed: {failed}"
+    warnings = metrics.get("warnings") or []
+    return str(warnings[0]) if warnings and scoring_note(metrics) else ""
+
+
+def _heldout(r: RunRecord) -> tuple[str, float]:
+    note = scoring_note(r.metrics)
+    if note and math.isnan(_num(r.metrics.get("heldout_loglik"))):
+        return note, math.nan
+    value = r.metrics.get("heldout_loglik")
+    return _pm(value, r.metrics.get("heldout_loglik_se")), _num(value)
+
+
+def _status(r: RunRecord) -> tuple[str, str]:
+    note = scoring_note(r.metrics)
+    text = f"{r.status}, {note}" if note else r.status
+    return text, text
 
 
 # header, tooltip, (record -> (text, sort value))
@@ -99,9 +140,7 @@ COLUMNS: list[Column] = [
     ("estimator", "The objective that was maximised", lambda r: (r.estimator, r.estimator)),
     ("data", "The data the run was fitted on", lambda r: (_data(r)[0], _data(r)[0])),
     ("held-out log-lik", "Average log p(x) of held-out points under the fit, nats/point ± standard error "
-     "(the one evaluator, for every estimator)",
-     lambda r: (_pm(r.metrics.get("heldout_loglik"), r.metrics.get("heldout_loglik_se")),
-                _num(r.metrics.get("heldout_loglik")))),
+     "(the one evaluator, for every estimator)", _heldout),
     ("gap to truth", "True model's held-out log-lik minus the fit's (≥ 0 up to noise; 0 is perfect)",
      lambda r: (_pm(r.metrics.get("gap_to_truth"), r.metrics.get("gap_to_truth_se")),
                 _num(r.metrics.get("gap_to_truth")))),
@@ -114,7 +153,8 @@ COLUMNS: list[Column] = [
     ("time (s)", "Training wall time", lambda r: (_fmt(r.metrics.get("wall_time"), 1),
                                                   _num(r.metrics.get("wall_time")))),
     ("steps", "Optimiser steps done", lambda r: (str(r.metrics.get("steps", "—")), _num(r.metrics.get("steps")))),
-    ("status", "done, early_stopped, stopped or failed", lambda r: (r.status, r.status)),
+    ("status", "done, early_stopped, stopped or failed; and whether the held-out scoring was stopped or "
+     "failed (the reason in the tooltip)", _status),
 ]
 CSV_FIELDS = ("run", "estimator", "mixing", "n", "m", "samples", "heldout_loglik", "heldout_loglik_se",
               "true_heldout_loglik", "gap_to_truth", "gap_to_truth_se", "sigma", "true_sigma", "procrustes_r2",
@@ -160,8 +200,9 @@ class ResultsModel(QAbstractTableModel):
             if col == 3:
                 true_sigma = r.metrics.get("true_sigma")
                 return _data(r)[1] + (f"; true σ = {true_sigma:g}" if isinstance(true_sigma, float) else "")
-            if col == 11:
-                return r.message
+            if col in (4, 11):
+                detail = _scoring_detail(r.metrics)
+                return "\n".join(t for t in ((r.message if col == 11 else ""), detail) if t) or None
             if col == 6:
                 return r.metrics.get("sigma_note") or ""
         return None
@@ -203,6 +244,11 @@ class ResultsModel(QAbstractTableModel):
             row = {k: r.metrics.get(k) for k in CSV_FIELDS}
             row.update(run=r.run_id, estimator=r.estimator, mixing=sim.mixing, n=sim.n, m=sim.m,
                        samples=sim.samples, status=r.status, message=r.message)
+            if r.imported_from:  # not the simulation settings: the file it was fitted on
+                row.update(mixing=f"imported:{r.imported_from}", n=r.decoder.n, m=None, samples=None)
+            note = scoring_note(r.metrics)
+            if note:
+                row["message"] = f"{r.message}; {note}" if r.message else note
             if isinstance(row["sigma"], list):
                 row["sigma"] = " ".join(f"{v:.6g}" for v in row["sigma"])
             w.writerow({k: "" if v is None else v for k, v in row.items()})
