@@ -401,3 +401,34 @@ def test_ctrl_c_during_compare_keeps_the_finished_and_the_stopped_run(files: dic
     assert rows["mle-adaptive"]["status"] == "stopped" and rows["mle-adaptive"]["heldout_loglik"] is not None
     assert rows["vae"]["status"] == "not run"
     assert load_run(out / "mle-adaptive").info["status"] == "stopped"
+
+
+def test_ctrl_c_during_simulate_exits_130_and_writes_nothing(tmp_path, monkeypatch, capsys, _sigint) -> None:
+    import engine.cli as cli
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "simulate", interrupted)
+    out = tmp_path / "x.npz"
+    assert cli_main([*SIM, "--out", str(out)]) == 130
+    assert "aborted" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no file, no lock, no temporary
+
+
+def test_ctrl_c_during_scoring_saves_the_run_unscored_and_exits_130(files, tmp_path, monkeypatch, capsys,
+                                                                     _sigint) -> None:
+    import engine.runs as runs
+
+    original = runs.score_run
+
+    def score_after_ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the CLI's handler: a stop while the scoring runs
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "score_run", score_after_ctrl_c)
+    out = tmp_path / "r"
+    assert cli_main(["fit", "--data", str(files["F"]), *FIT, "--out", str(out)]) == 130
+    assert "the run is saved" in capsys.readouterr().err
+    saved = load_run(out)
+    assert saved.metrics.get("scoring_stopped") is True and saved.info["steps_done"] == 3
