@@ -30,10 +30,11 @@ from .config import (
     resolved_nodes,
 )
 from .evaluate import ScoringStopped, heldout_loglik, sigma_report
+from .metrics import COMPARE_COLUMNS, compare_row
 from .outputs import OutputError, UnitWriter
 from .presets import list_presets, load_preset
 from .runs import RunFileError, dumps, fit, load_run, run_files, short
-from .selection import Choice, one_se_rule, suggest_m
+from .selection import estimator_for, one_se_rule, select_m_chart, select_m_record, suggest_m
 from .simulate import Dataset, simulate
 from .storage import DataFileError, load_dataset, save_dataset, unreadable
 from .threads import apply_threads
@@ -375,20 +376,6 @@ def cmd_fit(a: argparse.Namespace) -> int:
     return 0 if result.status != "failed" else 1
 
 
-COMPARE_COLUMNS = ("estimator", "status", "heldout_loglik", "heldout_loglik_se", "gap_to_truth", "sigma",
-                   "procrustes_r2", "mcc", "wall_time", "steps", "elbo_gap", "iwae_gap", "message")
-
-
-def compare_row(name: str, metrics: dict[str, Any], status: str, message: str = "") -> dict[str, Any]:
-    """One table row; for a VAE the gap split ELBO -> IWAE_K -> log p(x) (-> truth is gap_to_truth)."""
-    row = {c: metrics.get(c) for c in COMPARE_COLUMNS}
-    row.update(estimator=name, status=status, message=message)
-    if "heldout_elbo" in metrics and "heldout_loglik" in metrics:
-        row["elbo_gap"] = metrics["heldout_loglik"] - metrics["heldout_elbo"]
-        row["iwae_gap"] = metrics["heldout_loglik"] - metrics[f"heldout_iwae_{metrics['iwae_k']}"]
-    return row
-
-
 def _cell(v: Any) -> str:
     if v is None:
         return ""
@@ -485,11 +472,6 @@ def _fit_many(named: list[tuple[str, RunConfig]], data: Dataset, test: Dataset |
     return rows, results, False
 
 
-def estimator_for(m: int) -> str:
-    """select-m's estimator by m: adaptive quadrature while its grid is small, importance sampling above."""
-    return "mle-adaptive" if m <= 3 else "mle-importance"
-
-
 def cmd_select_m(a: argparse.Namespace) -> int:
     data = _load(a.data)
     test = _load(a.test) if a.test else None
@@ -525,42 +507,6 @@ def cmd_select_m(a: argparse.Namespace) -> int:
     print(f"chosen m = {doc['chosen_m']} (the smallest within one paired standard error of the best, m = "
           f"{doc['best_m']}); {a.out}/select_m.json")
     return 130 if stop.requested else 0
-
-
-def select_m_record(named: list[tuple[str, RunConfig]], rows: list[dict[str, Any]], results: dict[str, RunResult],
-                    choice: Choice | None, data: Dataset) -> dict[str, Any]:
-    """select_m.json: per m its estimator, status, held-out log-likelihood and standard error, the shortfall
-    from the best with its paired standard error, PPCA's held-out log-likelihood and the run folder; the
-    chosen and the best m; the true m when the data have one."""
-    scored = {int(r["m"]): r for r in (choice.rows if choice else [])}
-    candidates = []
-    for (name, cfg), row in zip(named, rows, strict=False):
-        m = cfg.decoder.m
-        res = results.get(name)
-        entry = {"m": m, "estimator": cfg.estimator.name, "status": row["status"], "run": name,
-                 "message": row.get("message", ""),
-                 "ppca_heldout_loglik": None if res is None else res.metrics.get("ppca_heldout_loglik")}
-        entry.update({k: v for k, v in scored.get(m, {}).items() if k != "m"})
-        candidates.append(entry)
-    return {"chosen_m": None if choice is None else choice.chosen, "best_m": None if choice is None else choice.best,
-            "rule": "the smallest m whose held-out log-likelihood is within one paired standard error of the best",
-            "true_m": None if data.truth is None else data.truth.m, "candidates": candidates,
-            "true_heldout_loglik": next((r.metrics.get("true_heldout_loglik") for r in results.values()), None)}
-
-
-def select_m_chart(doc: dict[str, Any]) -> dict[str, Any]:
-    """The PNG's chart: held-out log-likelihood +- SE against m, PPCA's beside it, the chosen m marked."""
-    cands = doc["candidates"]
-    series = [{"label": "fitted (held-out ± SE)", "y": [c.get("heldout_loglik") for c in cands],
-               "err": [c.get("heldout_loglik_se") for c in cands], "color": "#1f77b4"},
-              {"label": "PPCA (linear)", "y": [c.get("ppca_heldout_loglik") for c in cands], "err": None,
-               "color": "#ff7f0e"}]
-    if doc.get("true_heldout_loglik") is not None:
-        series.append({"label": "true model", "y": [doc["true_heldout_loglik"]] * len(cands), "err": None,
-                       "color": "#2ca02c"})
-    return {"title": "held-out log-likelihood against the latent dimension", "x_label": "m",
-            "y_label": "nats per point", "x": [c["m"] for c in cands], "series": series,
-            "mark_x": doc["chosen_m"], "mark_label": f"chosen m = {doc['chosen_m']}"}
 
 
 RENDER_PNG: Callable[[dict[str, Any]], bytes] | None = None  # set by main.py (gui/figures.py); None: no PNG

@@ -143,3 +143,17 @@ def score_run(result: RunResult, data: Dataset, test: Dataset | None = None,
         except (ValueError, np.linalg.LinAlgError) as e:
             out["warnings"].append(f"no PPCA reference: {e}")
     return out
+
+
+COMPARE_COLUMNS = ("estimator", "status", "heldout_loglik", "heldout_loglik_se", "gap_to_truth", "sigma",
+                   "procrustes_r2", "mcc", "wall_time", "steps", "elbo_gap", "iwae_gap", "message")
+
+
+def compare_row(name: str, metrics: dict[str, Any], status: str, message: str = "") -> dict[str, Any]:
+    """One table row; for a VAE the gap split ELBO -> IWAE_K -> log p(x) (-> truth is gap_to_truth)."""
+    row = {c: metrics.get(c) for c in COMPARE_COLUMNS}
+    row.update(estimator=name, status=status, message=message)
+    if "heldout_elbo" in metrics and "heldout_loglik" in metrics:
+        row["elbo_gap"] = metrics["heldout_loglik"] - metrics["heldout_elbo"]
+        row["iwae_gap"] = metrics["heldout_loglik"] - metrics[f"heldout_iwae_{metrics['iwae_k']}"]
+    return row

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from .config import RunConfig
 from .ppca import gaussian_loglik, ppca_mle
+from .simulate import Dataset
+from .trainer import RunResult
 
 
 @dataclass
@@ -73,3 +77,44 @@ def suggest_m(x: np.ndarray, max_m: int = 6, seed: int = 0) -> Choice:
         except (ValueError, np.linalg.LinAlgError):  # a degenerate fit (the data lie in m dimensions)
             break
     return one_se_rule(per_point) if per_point else Choice(1, 1, [])
+
+
+def estimator_for(m: int) -> str:
+    """select-m's estimator by m: adaptive quadrature while its grid is small, importance sampling above."""
+    return "mle-adaptive" if m <= 3 else "mle-importance"
+
+
+def select_m_record(named: list[tuple[str, RunConfig]], rows: list[dict[str, Any]], results: dict[str, RunResult],
+                    choice: Choice | None, data: Dataset) -> dict[str, Any]:
+    """select_m.json: per m its estimator, status, held-out log-likelihood and standard error, the shortfall
+    from the best with its paired standard error, PPCA's held-out log-likelihood and the run folder; the
+    chosen and the best m; the true m when the data have one."""
+    scored = {int(r["m"]): r for r in (choice.rows if choice else [])}
+    candidates = []
+    for (name, cfg), row in zip(named, rows, strict=False):
+        m = cfg.decoder.m
+        res = results.get(name)
+        entry = {"m": m, "estimator": cfg.estimator.name, "status": row["status"], "run": name,
+                 "message": row.get("message", ""),
+                 "ppca_heldout_loglik": None if res is None else res.metrics.get("ppca_heldout_loglik")}
+        entry.update({k: v for k, v in scored.get(m, {}).items() if k != "m"})
+        candidates.append(entry)
+    return {"chosen_m": None if choice is None else choice.chosen, "best_m": None if choice is None else choice.best,
+            "rule": "the smallest m whose held-out log-likelihood is within one paired standard error of the best",
+            "true_m": None if data.truth is None else data.truth.m, "candidates": candidates,
+            "true_heldout_loglik": next((r.metrics.get("true_heldout_loglik") for r in results.values()), None)}
+
+
+def select_m_chart(doc: dict[str, Any]) -> dict[str, Any]:
+    """The PNG's chart: held-out log-likelihood +- SE against m, PPCA's beside it, the chosen m marked."""
+    cands = doc["candidates"]
+    series = [{"label": "fitted (held-out ± SE)", "y": [c.get("heldout_loglik") for c in cands],
+               "err": [c.get("heldout_loglik_se") for c in cands], "color": "#1f77b4"},
+              {"label": "PPCA (linear)", "y": [c.get("ppca_heldout_loglik") for c in cands], "err": None,
+               "color": "#ff7f0e"}]
+    if doc.get("true_heldout_loglik") is not None:
+        series.append({"label": "true model", "y": [doc["true_heldout_loglik"]] * len(cands), "err": None,
+                       "color": "#2ca02c"})
+    return {"title": "held-out log-likelihood against the latent dimension", "x_label": "m",
+            "y_label": "nats per point", "x": [c["m"] for c in cands], "series": series,
+            "mark_x": doc["chosen_m"], "mark_label": f"chosen m = {doc['chosen_m']}"}

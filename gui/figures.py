@@ -13,16 +13,35 @@ def render_png(chart: dict[str, Any], width: int = 720, height: int = 440) -> by
     "series": [{"label", "y": [...], "err": [...] | None, "color": "#rrggbb"}], "mark_x": x | None}."""
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    import numpy as np
     import pyqtgraph as pg
-    from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
+    from PySide6.QtCore import QBuffer, QByteArray, QIODevice
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])  # noqa: F841  (kept alive while drawing)
     pg.setConfigOptions(antialias=True, background="w", foreground="k")
     widget = pg.PlotWidget(title=chart.get("title", ""))
     widget.resize(width, height)
-    plot = widget.getPlotItem()
+    draw_chart(widget.getPlotItem(), chart)
+    image = widget.grab().toImage()
+    data = QByteArray()
+    buf = QBuffer(data)
+    buf.open(QIODevice.OpenModeFlag.WriteOnly)
+    image.save(buf, "PNG")
+    buf.close()
+    widget.close()
+    widget.deleteLater()
+    QApplication.processEvents()
+    return bytes(data.data())
+
+
+def draw_chart(plot: Any, chart: dict[str, Any]) -> None:
+    """Draw a chart description (see `render_png`) into a pyqtgraph PlotItem: the command line's PNG and the
+    window's "Choose m from the data" dialog draw the same figure."""
+    import numpy as np
+    import pyqtgraph as pg
+    from PySide6.QtCore import Qt
+
+    plot.setTitle(chart.get("title", ""))
     plot.setLabel("bottom", chart.get("x_label", ""))
     plot.setLabel("left", chart.get("y_label", ""))
     plot.showGrid(x=True, y=True, alpha=0.3)
@@ -37,7 +56,7 @@ def render_png(chart: dict[str, Any], width: int = 720, height: int = 440) -> by
         px, py = zip(*pts, strict=True)
         pen = pg.mkPen(s.get("color", "#1f77b4"), width=2)
         plot.plot(px, py, pen=pen, symbol="o", symbolBrush=s.get("color", "#1f77b4"), symbolSize=7,
-                         name=s["label"])
+                  name=s["label"])
         err = s.get("err")
         if err:
             e = [v for v, y in zip(err, s["y"], strict=True) if y is not None]
@@ -48,13 +67,3 @@ def render_png(chart: dict[str, Any], width: int = 720, height: int = 440) -> by
                                      pen=pg.mkPen("#555555", style=Qt.PenStyle.DashLine),
                                      label=chart.get("mark_label", ""),
                                      labelOpts={"position": 0.9, "color": "#333333"}))
-    image = widget.grab().toImage()
-    data = QByteArray()
-    buf = QBuffer(data)
-    buf.open(QIODevice.OpenModeFlag.WriteOnly)
-    image.save(buf, "PNG")
-    buf.close()
-    widget.close()
-    widget.deleteLater()
-    QApplication.processEvents()
-    return bytes(data.data())

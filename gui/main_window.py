@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
     QStackedWidget,
     QTabWidget,
     QToolBar,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -55,6 +56,7 @@ from .panels.fields import config_message
 from .panels.model_panel import ModelPanel, preset_files
 from .panels.training_panel import TrainingPanel
 from .plots.common import RedrawClock, run_colour
+from .plots.comparison import ComparisonChart, SelectMDialog
 from .plots.curves import CurvesView, History
 from .plots.data_view import DataView, SamplesView
 from .plots.latent_view import LatentView
@@ -80,7 +82,9 @@ APP_NAME = "NLICA Lab"
 USER_GUIDE = Path(__file__).resolve().parents[1] / "docs" / "user-guide.md"
 TASK_TITLES = {"generate": "Generating data", "import": "Importing data", "export_data": "Exporting data",
                "sample": "Sampling", "posterior": "Computing the posterior", "save_run": "Saving the run",
-               "open_run": "Opening the run", "warmup": "Starting torch", "train": "Training"}
+               "open_run": "Opening the run", "warmup": "Starting torch", "train": "Training",
+               "select_m": "Choosing m"}
+MAX_SELECT_M = 6  # "Choose m from the data" fits m = 1..min(n - 1, this), as select-m does
 PANEL_TITLES = ("Model", "Estimator", "Training", "Training")  # of the forms, in the order of self.forms
 # what each estimator's training objective is (the engine's `value_label`; a live run names its own)
 OBJECTIVE_LABELS = {"mle-quadrature": "log p(x)", "mle-adaptive": "log p(x)", "mle-importance": "log p(x)",
@@ -211,6 +215,8 @@ class MainWindow(QMainWindow):
         self._saved_pair: tuple[int, int] | None = None
         self._shown_once = False
         self._cuda_reason = _cuda_reason()
+        self._m_auto = False  # imported data need an m and the user has not set one since: Start suggests it
+        self.select_m_dialog: SelectMDialog | None = None
 
         self._build_panels()
         self._build_plots()
@@ -240,6 +246,7 @@ class MainWindow(QMainWindow):
         self.model_panel.preset_requested.connect(self.load_preset)
         self.model_panel.generate_requested.connect(self.generate)
         self.model_panel.import_requested.connect(self.import_data)
+        self.training_panel.decoder_form.fields["m"].edited.connect(self._on_m_edited)
 
         self.docks: dict[str, QDockWidget] = {}
         for key, title, panel in (("model", "1 · Model", self.model_panel),
@@ -285,9 +292,17 @@ class MainWindow(QMainWindow):
         self.results_table = ResultsTable(self.results)
         self.results_table.run_selected.connect(self._on_run_selected)
         self.results.overlay_toggled.connect(self._on_overlay_toggled)
+        self.comparison = ComparisonChart()
+        self.side_tabs.addTab(self.comparison, "Compare")
+        results_area = QWidget()
+        results_layout = QVBoxLayout(results_area)
+        results_layout.setContentsMargins(0, 0, 0, 0)
+        results_layout.setSpacing(2)
+        results_layout.addWidget(self.comparison.summary)  # the true model's held-out log-likelihood
+        results_layout.addWidget(self.results_table, 1)
         dock = QDockWidget("Results", self)
         dock.setObjectName("dock_results")
-        dock.setWidget(self.results_table)
+        dock.setWidget(results_area)
         self.docks["results"] = dock
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
         self.resizeDocks([dock], [170], Qt.Orientation.Vertical)
@@ -311,6 +326,11 @@ class MainWindow(QMainWindow):
                                         "Stop the run; it is scored and kept in the results table (Stop "
                                         "during the scoring ends it; the trained run is kept)")
         self.reset_action = self._action("Reset", self.reset, "", "Clear the live plots")
+        self.choose_m_action = self._action(
+            "Choose m from the data", self.choose_m, "Ctrl+M",
+            f"Fit m = 1..min(n - 1, {MAX_SELECT_M}) on the data in use (direct MLE: adaptive quadrature up to m = 3, "
+            "importance sampling above), keep every run, and set m to the smallest within one paired standard "
+            "error of the best held-out log-likelihood (Stop ends the series)")
         self.run_actions = {"start": self.start_action, "pause": self.pause_action, "step": self.step_action,
                             "stop": self.stop_action, "reset": self.reset_action}
         bar = QToolBar("Run")
@@ -318,6 +338,8 @@ class MainWindow(QMainWindow):
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         for action in self.run_actions.values():
             bar.addAction(action)
+        bar.addSeparator()
+        bar.addAction(self.choose_m_action)
         bar.addSeparator()
         self.problem_label = ElidedLabel()  # one line, whatever the message: the panels never move
         self.problem_label.setStyleSheet("color: #c62828; padding-left: 8px;")
@@ -354,6 +376,8 @@ class MainWindow(QMainWindow):
         run = self.menuBar().addMenu("&Run")
         for action in self.run_actions.values():
             run.addAction(action)
+        run.addSeparator()
+        run.addAction(self.choose_m_action)
         view = self.menuBar().addMenu("&View")
         for dock in self.docks.values():
             view.addAction(dock.toggleViewAction())
@@ -498,7 +522,10 @@ class MainWindow(QMainWindow):
                                         "recovered from x")
         data = self._data_in_use()
         n = data.dataset.n if data is not None else sim.n
-        if c.decoder.m > n:
+        if self._m_auto and data is not None and data.needs_m:
+            warnings["decoder.m"] = ("no true model: Start fits PPCA's suggestion of m (set m here, or Run → "
+                                     "Choose m from the data)")
+        elif c.decoder.m > n:
             warnings["decoder.m"] = (f"fitted m = {c.decoder.m} > n = {n} of the data: the extra latents are not "
                                      "identified, and cost time")
         k, batch = c.estimator.samples, c.training.batch_size
@@ -569,6 +596,7 @@ class MainWindow(QMainWindow):
         self.pause_action.setText("Resume" if self.state == RunState.PAUSED else "Pause")
         self.stop_action.setEnabled("stop" in enabled)
         self.reset_action.setEnabled("reset" in enabled and not busy)
+        self.choose_m_action.setEnabled("start" in enabled and can_start and self._data_in_use() is not None)
         self.model_panel.set_busy(busy)
         record = self._selected_record()
         truth = self.data is not None and self.data.dataset.truth is not None
@@ -615,7 +643,8 @@ class MainWindow(QMainWindow):
         self.latent_view.set_colour(colour)
         self.status.start(config.training.steps, config.training.time_limit,
                           "drawing the data" if data is None else "building the model")
-        self.controller.start("train", tasks.train(config, data), self._on_trained, paused=paused)
+        suggest = self._m_auto and data is not None and data.needs_m
+        self.controller.start("train", tasks.train(config, data, suggest), self._on_trained, paused=paused)
         self._set_state(RunState.PAUSED if paused else RunState.RUNNING)
         self.statusBar().showMessage(f"Run #{run_id}: {config.estimator.name}", 4000)
 
@@ -663,6 +692,20 @@ class MainWindow(QMainWindow):
         if phase == "data":
             self._set_data(info["data"])
             return
+        if phase == "truth":
+            if self.data is not None:
+                self.data.truth_score = info["truth"]
+            self._show_truth(info["truth"])
+            return
+        if phase == "m":
+            self._take_m(info["suggestion"].m, info["suggestion"].note)
+            return
+        if phase == "select_m":
+            self._on_select_progress(info)
+            return
+        if phase == "select_m_run":
+            self._on_select_run(info["run"])
+            return
         live = self.live
         if phase == "evaluating" and live is not None and not live.scoring:
             live.scoring = True  # Stop now stops the scoring, even after a Stop that ended the training
@@ -693,15 +736,9 @@ class MainWindow(QMainWindow):
         self.live = None
         if live is None:
             return
-        result, data = trained.result, self.data
+        result = trained.result
         objective = (live.setup or {}).get("objective_label") or OBJECTIVE_LABELS.get(live.estimator, "")
-        record = RunRecord(live.run_id, live.colour, result.config, result.metrics,
-                           History.from_rows(result.history), result.status, result.message,
-                           data.summary if data is not None else "", result=result,
-                           data_label=data.label if data is not None else "",
-                           imported_from=data.imported_from if data is not None else "",
-                           objective_label=objective,
-                           manifold=None if trained.grid is None else (trained.grid, trained.manifold))
+        record = self._record_of(trained, live.run_id, live.colour, objective)
         self._add_record(record)
         self.curves.set_true_loglik(result.metrics.get("true_heldout_loglik"))
         self.status.finish(result.steps_done, result.wall_time)  # the table's time, not the last progress's
@@ -718,8 +755,84 @@ class MainWindow(QMainWindow):
         else:
             self._set_state(RunState.DONE)
 
+    def _record_of(self, trained: tasks.TrainedRun, run_id: int, colour: str, objective: str) -> RunRecord:
+        result, data = trained.result, self.data
+        return RunRecord(run_id, colour, result.config, result.metrics,
+                         History.from_rows(result.history), result.status, result.message,
+                         data.summary if data is not None else "", result=result,
+                         data_label=data.label if data is not None else "",
+                         imported_from=data.imported_from if data is not None else "",
+                         objective_label=objective,
+                         manifold=None if trained.grid is None else (trained.grid, trained.manifold))
+
+    def _take_m(self, m: int, note: str) -> None:
+        """m for the next runs, set by the app (PPCA's suggestion, or the choice from the data), said beside
+        the m field and in the status bar."""
+        self.config.decoder.m = m
+        self._m_auto = False
+        field = self.training_panel.decoder_form.fields["m"]
+        field.set_value(m)
+        self._on_edited()
+        field.set_notice(note)
+        self.statusBar().showMessage(note, 15000)
+
+    # --------------------------------------------------------------------------- choose m from the data
+    @Slot()
+    def choose_m(self) -> None:
+        """Fit m = 1..M on the data in use (`tasks.select_m`), each run kept in the table; the chart and the
+        chosen m at the end."""
+        data = self._data_in_use()
+        if self.problem:
+            self.statusBar().showMessage(f"Cannot start: {self.problem}", 8000)
+            return
+        if data is None:
+            self.statusBar().showMessage("Choose m: generate or import data first", 8000)
+            return
+        if self.controller.busy or self.state in ACTIVE:
+            return
+        max_m = min(max(data.dataset.n - 1, 1), MAX_SELECT_M)
+        config = copy.deepcopy(self.config)
+        self.curves.end_live()
+        self.status.start(config.training.steps, config.training.time_limit, "building the model")
+        self.controller.start("select_m", tasks.select_m(config, data, max_m), self._on_m_selected)
+        self._set_state(RunState.RUNNING)
+        self.statusBar().showMessage(f"Choosing m: m = 1 … {max_m}", 4000)
+
+    def _on_select_progress(self, info: dict[str, Any]) -> None:
+        k, of, m = info["k"], info["of"], info["m"]
+        doing = "scoring" if info.get("scoring") else f"step {info.get('step', 0)} / {info.get('steps', 0)}"
+        self.statusBar().showMessage(f"Choosing m: m {k} of {of} (m = {m}), {doing}")
+        self.status.set_progress({"step": info.get("step", 0), "steps": info.get("steps", 0),
+                                  "fraction": (k - 1 + float(info.get("fraction", 0.0))) / of})
+
+    def _on_select_run(self, trained: tasks.TrainedRun) -> None:
+        run_id, self._next_run_id = self._next_run_id, self._next_run_id + 1
+        estimator = trained.result.config.estimator.name
+        self._add_record(self._record_of(trained, run_id, run_colour(run_id - 1).name(),
+                                         OBJECTIVE_LABELS.get(estimator, "")))
+        self.curves.set_true_loglik(trained.result.metrics.get("true_heldout_loglik",
+                                                               self.comparison.truth_value))
+
+    def _on_m_selected(self, selected: tasks.SelectedM) -> None:
+        self.status.finish(self.status.step, self.status.elapsed)
+        self._set_state(RunState.DONE)
+        stopped = " (stopped: the m fitted so far)" if selected.stopped else ""
+        if selected.choice is None or selected.chart is None:
+            self.statusBar().showMessage(f"Choose m: no m was scored{stopped}; m is unchanged", 15000)
+            return
+        c = selected.choice
+        note = (f"m = {c.chosen}: chosen from the data{stopped} (the smallest m within one paired SE of the best, "
+                f"m = {c.best})")
+        self._take_m(c.chosen, note)
+        if self.select_m_dialog is not None:
+            self.select_m_dialog.close()
+        self.select_m_dialog = SelectMDialog(self, selected.chart, note)
+        if not self._closing:
+            self.select_m_dialog.show()
+
     def _add_record(self, record: RunRecord) -> None:
         self.results.add(record)
+        self.comparison.set_records(self.results.records)
         self.curves.end_live()
         self._set_overlay(record, record.checked)
         self.results_table.select_run(record.run_id)
@@ -755,6 +868,8 @@ class MainWindow(QMainWindow):
         if kind == "train":
             self.live = None
             self.curves.end_live()
+            self._fail(title, message, details)
+        elif kind == "select_m":
             self._fail(title, message, details)
         elif kind == "warmup":
             self.statusBar().showMessage(f"{title}: {message}", 10000)
@@ -802,7 +917,7 @@ class MainWindow(QMainWindow):
         self.posterior_view.set_result(None)
         truth = bundle.dataset.truth
         self.curves.set_true_sigma(truth.noise_sigma if truth is not None and truth.sigma_identified else None)
-        self.curves.set_true_loglik(None)
+        self._show_truth(bundle.truth_score)
         if self.live is None:
             self.latent_view.set_true(bundle.z_shown, "")
             self.data_view.set_learned(None, None)
@@ -811,6 +926,23 @@ class MainWindow(QMainWindow):
             self.status.set_starting("building the model")
         self._on_edited()  # what the settings say about the data in use (their n, the split) and the label
 
+    def _show_truth(self, score: tasks.TruthScore | None) -> None:
+        """The true model's held-out log-likelihood: a line on the held-out curve and a number by the results."""
+        self.curves.set_true_loglik(None if score is None else score.mean)
+        if score is None:
+            self.comparison.set_truth(None)
+        else:
+            self.comparison.set_truth(score.mean, score.se, score.points)
+            self.statusBar().showMessage(f"True model: {score.mean:.3f} ± {score.se:.3f} nats/point on the "
+                                         f"{score.points} held-out points the runs are scored on", 8000)
+
+    @Slot()
+    def _on_m_edited(self) -> None:
+        """The user set m: Start fits it, whatever the data."""
+        if self._m_auto:
+            self._m_auto = False
+            self._show_warnings()
+
     @Slot()
     def generate(self) -> None:
         problem = self._simulation_problem()
@@ -818,7 +950,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Cannot generate: {problem}", 8000)
             return
         if not self.controller.busy:
-            self.controller.start("generate", tasks.generate(copy.deepcopy(self.config.simulation)),
+            self.controller.start("generate", tasks.generate(copy.deepcopy(self.config.simulation),
+                                                             copy.deepcopy(self.config.training)),
                                   self._set_data)
             self._update_controls()
 
@@ -833,7 +966,12 @@ class MainWindow(QMainWindow):
         if self.controller.busy:
             return
         self._remember_dir(path)
-        self.controller.start("import", tasks.import_data(path), self._set_data)
+        self.controller.start("import", tasks.import_data(path, copy.deepcopy(self.config.training)),
+                              self._on_imported)
+
+    def _on_imported(self, bundle: tasks.DataBundle) -> None:
+        self._m_auto = bundle.needs_m  # no silent m: Start suggests one unless the user sets it first
+        self._set_data(bundle)
 
     @Slot()
     def export_data(self) -> None:

@@ -16,17 +16,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.config import DecoderConfig, RunConfig, SimulationConfig
+from engine.config import DecoderConfig, RunConfig, SimulationConfig, TrainingConfig
 from engine.display import graph_sign
 from engine.estimators.vae import log_q
-from engine.evaluate import as_float64
+from engine.evaluate import as_float64, heldout_loglik
 from engine.likelihood.quadrature import log_marginal_dense, uniform_grid
+from engine.metrics import compare_row
 from engine.model import log_joint
 from engine.networks import Decoder, Encoder, build_decoder
 from engine.runs import SavedRun, fit, load_run, save_run
+from engine.selection import Choice, estimator_for, one_se_rule, select_m_chart, select_m_record, suggest_m
 from engine.simulate import Dataset, sample_model, simulate
 from engine.storage import load_dataset, save_dataset
-from engine.trainer import RunResult, latent_grid, manifold
+from engine.trainer import RunResult, latent_grid, manifold, split_indices
 
 from .worker import ProgressFn, StopFn, Task
 
@@ -46,6 +48,7 @@ class DataBundle:
     z_shown: np.ndarray | None  # (k, m) their true latents, when known
     true_grid: np.ndarray | None  # (L, P, m) latent polylines, for a known true model
     true_manifold: np.ndarray | None  # (L, P, n) f over them
+    truth_score: TruthScore | None = None  # the true model's held-out log-likelihood, when it is known
 
     @property
     def summary(self) -> str:
@@ -53,7 +56,27 @@ class DataBundle:
         where = "simulated" if self.simulation is not None else f"imported from {Path(self.source).name}"
         latents = f", true latents m = {ds.z.shape[1]}" if ds.z is not None else ", no latents"
         truth = ", true model known" if ds.truth is not None else ""
-        return f"{len(ds)} points, n = {ds.n}{latents}{truth}; {where}"
+        return f"{len(ds)} points, n = {ds.n}{latents}{truth}; {where}{self.columns_text}"
+
+    @property
+    def columns_text(self) -> str:
+        """"; columns a, b, c …" for data whose file named its columns ('' otherwise)."""
+        cols = self.dataset.columns
+        if not cols:
+            return ""
+        shown = ", ".join(cols[:4]) + (", …" if len(cols) > 4 else "")
+        return f"; columns {shown}"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The column names of x (the file's header, else x1..xn)."""
+        return self.dataset.names
+
+    @property
+    def needs_m(self) -> bool:
+        """Imported data with neither a true model nor latents: nothing says which m to fit."""
+        ds = self.dataset
+        return self.simulation is None and ds.truth is None and ds.z is None
 
     @property
     def imported_from(self) -> str:
@@ -68,6 +91,40 @@ class DataBundle:
             return f"{sim.mixing} n={sim.n} m={sim.m}"
         latents = f" m={ds.z.shape[1]}" if ds.z is not None else ""
         return f"{self.imported_from} n={ds.n}{latents}"
+
+
+@dataclass
+class TruthScore:
+    """The true model's held-out log-likelihood on the held-out points of the split (val_fraction, seed) the
+    runs are scored on (`engine.trainer.split_indices`), by the one evaluator."""
+
+    mean: float
+    se: float
+    points: int
+    val_fraction: float
+    seed: int
+
+    def matches(self, training: TrainingConfig) -> bool:
+        return self.val_fraction == training.val_fraction and self.seed == training.seed
+
+
+@dataclass
+class MSuggestion:
+    """PPCA's suggestion of m for data without a true model (`engine.selection.suggest_m`)."""
+
+    m: int
+    note: str
+
+
+@dataclass
+class SelectedM:
+    """What "Choose m from the data" found: the one-SE rule's choice (None: no m was scored), the chart of
+    held-out log-likelihood against m (`engine.selection.select_m_chart`), and whether it was stopped."""
+
+    choice: Choice | None
+    chart: dict[str, Any] | None
+    record: dict[str, Any]
+    stopped: bool
 
 
 @dataclass
@@ -133,16 +190,43 @@ def _bundle(ds: Dataset, source: str, sim: SimulationConfig | None) -> DataBundl
     return DataBundle(ds, source, sim, ds.x[:k].copy(), z, grid, true_manifold)
 
 
-def generate_data(sim: SimulationConfig) -> DataBundle:
-    return _bundle(simulate(sim), "simulated", sim)
+def truth_score(bundle: DataBundle, training: TrainingConfig) -> TruthScore | None:
+    """The true model's held-out log-likelihood on the held-out points the runs will be scored on (the same
+    split and subsample seed as `engine.metrics.score_run`); None without a true model."""
+    ds = bundle.dataset
+    if ds.truth is None:
+        return None
+    _, held = split_indices(len(ds), training.val_fraction, training.seed)
+    est = heldout_loglik(ds.truth, ds.x[held], seed=training.seed)
+    return TruthScore(est.mean, est.se, len(held), training.val_fraction, training.seed)
 
 
-def generate(sim: SimulationConfig) -> Task:
-    return lambda report, should_stop: generate_data(sim)
+def with_truth(bundle: DataBundle, training: TrainingConfig | None) -> DataBundle:
+    """The bundle with its true model scored for `training`'s split (if it is not already)."""
+    if training is not None and bundle.dataset.truth is not None and not (
+            bundle.truth_score is not None and bundle.truth_score.matches(training)):
+        bundle.truth_score = truth_score(bundle, training)
+    return bundle
 
 
-def import_data(path: str) -> Task:
-    return lambda report, should_stop: _bundle(load_dataset(path), path, None)
+def generate_data(sim: SimulationConfig, training: TrainingConfig | None = None) -> DataBundle:
+    return with_truth(_bundle(simulate(sim), "simulated", sim), training)
+
+
+def generate(sim: SimulationConfig, training: TrainingConfig | None = None) -> Task:
+    return lambda report, should_stop: generate_data(sim, training)
+
+
+def import_data(path: str, training: TrainingConfig | None = None) -> Task:
+    return lambda report, should_stop: with_truth(_bundle(load_dataset(path), path, None), training)
+
+
+def m_suggestion(bundle: DataBundle) -> MSuggestion:
+    """PPCA's suggestion of m for data with no true model and no latents, and the line that says so."""
+    choice = suggest_m(bundle.dataset.x)
+    where = bundle.imported_from or "the data"
+    return MSuggestion(choice.chosen, f"m = {choice.chosen}: PPCA's suggestion for {where} (no true model: the "
+                                      "smallest m within one SE of the best linear fit)")
 
 
 def export_data(path: str, dataset: Dataset) -> Task:
@@ -152,13 +236,22 @@ def export_data(path: str, dataset: Dataset) -> Task:
     return task
 
 
-def train(config: RunConfig, data: DataBundle | None) -> Task:
-    """Fit `config` on `data`; with no data (or stale data) draw it first and report it as phase "data"."""
+def train(config: RunConfig, data: DataBundle | None, suggest: bool = False) -> Task:
+    """Fit `config` on `data`; with no data (or stale data) draw it first and report it as phase "data".
+    With a true model, its held-out score for this split comes first (phase "truth"). `suggest`: the data
+    need an m (`DataBundle.needs_m`): PPCA's suggestion is fitted and reported as phase "m"."""
     def task(report: ProgressFn, should_stop: StopFn) -> TrainedRun:
         bundle = data
         if bundle is None:
-            bundle = generate_data(config.simulation)
+            bundle = generate_data(config.simulation, config.training)
             report({"phase": "data", "data": bundle})
+        elif bundle.dataset.truth is not None and not (bundle.truth_score is not None
+                                                       and bundle.truth_score.matches(config.training)):
+            report({"phase": "truth", "truth": truth_score(bundle, config.training)})
+        if suggest and bundle.needs_m:
+            suggestion = m_suggestion(bundle)
+            config.decoder.m = suggestion.m
+            report({"phase": "m", "suggestion": suggestion})
         grid: list[np.ndarray] = []  # the run's latent grid, from its first progress
 
         def report_aligned(info: dict[str, Any]) -> None:
@@ -171,6 +264,51 @@ def train(config: RunConfig, data: DataBundle | None) -> Task:
 
         result = fit(config, bundle.dataset, None, report_aligned, should_stop, should_stop)
         return TrainedRun(result, *learned_manifold(result.decoder, bundle))
+    return task
+
+
+def select_m(config: RunConfig, data: DataBundle, max_m: int) -> Task:
+    """Fit m = 1..max_m on `data` (each with `engine.selection.estimator_for(m)`, the rest of `config` as it is), as
+    `select-m` does; each finished run is reported as phase "select_m_run" (a `TrainedRun`), progress as phase
+    "select_m" (k, of, m, and the run's step and fraction). Stop ends the run in progress (unscored) and the
+    series. The one-SE rule on the runs' paired held-out values chooses m."""
+    def task(report: ProgressFn, should_stop: StopFn) -> SelectedM:
+        named: list[tuple[str, RunConfig]] = []
+        for m in range(1, max_m + 1):
+            cfg = copy.deepcopy(config)
+            cfg.decoder.m = m
+            cfg.estimator.name = estimator_for(m)
+            cfg.validate()
+            named.append((f"m{m}", cfg))
+        rows: list[dict[str, Any]] = []
+        results: dict[str, RunResult] = {}
+        stopped = False
+        for k, (name, cfg) in enumerate(named, start=1):
+            if should_stop():
+                stopped = True
+                rows.append(compare_row(name, {}, "not run", "not run: stopped by the user"))
+                continue
+
+            def progress(info: dict[str, Any], k: int = k, m: int = cfg.decoder.m) -> None:
+                if "step" not in info and info.get("phase") is None:
+                    return
+                report({"phase": "select_m", "k": k, "of": max_m, "m": m, "step": info.get("step", 0),
+                        "steps": info.get("steps", config.training.steps), "scoring": info.get("phase") == "evaluating",
+                        "fraction": info.get("fraction", 0.0) if info.get("phase") is None else 1.0})
+
+            report({"phase": "select_m", "k": k, "of": max_m, "m": cfg.decoder.m, "step": 0,
+                    "steps": cfg.training.steps, "fraction": 0.0, "scoring": False})
+            result = fit(cfg, data.dataset, None, progress, should_stop, should_stop, snapshots=False)
+            results[name] = result
+            rows.append(compare_row(name, result.metrics, result.status,
+                                    "; ".join(result.metrics.get("warnings", [])[:1])))
+            report({"phase": "select_m_run", "run": TrainedRun(result, *learned_manifold(result.decoder, data))})
+            stopped = stopped or result.status == "stopped"
+        per_point = {int(name[1:]): r.heldout_per_point for name, r in results.items()
+                     if r.heldout_per_point is not None and r.status != "failed"}
+        choice = one_se_rule(per_point) if per_point else None
+        record = select_m_record(named, rows, results, choice, data.dataset)
+        return SelectedM(choice, select_m_chart(record) if choice is not None else None, record, stopped)
     return task
 
 

@@ -620,7 +620,7 @@ def test_time_limited_run_shows_the_fraction_of_its_time(qtbot: Any, window: Mai
     bar = w.status.progress
     with qtbot.waitSignal(w.controller.finished, timeout=RUN_TIMEOUT_MS):
         w.start_action.trigger()
-        qtbot.waitUntil(lambda: bar.value() >= 0.25 * bar.maximum(), timeout=RUN_TIMEOUT_MS)
+        qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() >= 0.25 * bar.maximum(), timeout=RUN_TIMEOUT_MS)
         text = w.status.time_label.text()
         assert "of 0:02 elapsed" in text and "ETA 0:0" in text, text
         assert w.curves.objective_plot.viewRange()[0][1] < 1e6  # not the planned 10^7 steps

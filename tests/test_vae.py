@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cli import COMPARE_COLUMNS
 from engine.cli import main as cli_main
 from engine.config import DecoderConfig, EstimatorConfig, RunConfig, SimulationConfig, TrainingConfig
 from engine.estimators import build_estimator
@@ -30,6 +29,7 @@ from engine.estimators.vae import (
 )
 from engine.evaluate import posterior_means
 from engine.likelihood.quadrature import log_marginal_dense, uniform_grid
+from engine.metrics import COMPARE_COLUMNS
 from engine.networks import Decoder, Encoder
 from engine.ppca import gaussian_loglik, ppca_mle
 from engine.runs import fit, load_run, save_run
@@ -424,7 +424,7 @@ def test_vae_on_linear_data_reaches_the_ppca_optimum(vae_sigma):
     pp = ppca_mle(x_tr, m)
     layer = res.decoder.net.layers[0]
     W, b = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
-    s = float(res.decoder.sigma())
+    s = float(res.decoder.sigma().detach())
     cov = W @ W.T + s**2 * np.eye(n)
     held = gaussian_loglik(x_te, b, cov).mean()
     held_pp = gaussian_loglik(x_te, pp.mean, pp.covariance()).mean()

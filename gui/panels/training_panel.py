@@ -6,7 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QGroupBox, QVBoxLayout, QWidget
 
-from engine.config import ACTIVATIONS, DEVICES, SCHEDULES, SIGMA_MODES, DecoderConfig, TrainingConfig
+from engine.config import ACTIVATIONS, DEVICES, PREPROCESS, SCHEDULES, SIGMA_MODES, DecoderConfig, TrainingConfig
 from engine.threads import MAX_AUTO
 from engine.trainer import MAX_PROGRESS_RATE, SNAPSHOT_RATE
 
@@ -34,6 +34,14 @@ class TrainingPanel(QWidget):
             ("hidden", "hidden layers", LayersField(
                 "Hidden layer widths of g_θ, e.g. 64,64. Empty: linear g_θ(z) = W z + b, i.e. "
                 "probabilistic PCA. At most 8 layers of 1 to 4096.")),
+            ("preprocess", "preprocess", ChoiceField(
+                "How g_θ and σ see the data's columns: none; center (minus the training points' means); "
+                "standardize (centred and divided by their standard deviations, for columns in different "
+                "units). Part of the model: every log-likelihood stays in the data's own units (the change "
+                "of variables included), so runs with and without it compare on one scale.", PREPROCESS,
+                tips={"none": "the columns as they are",
+                      "center": "x minus the training points' column means",
+                      "standardize": "centred, then divided by each column's standard deviation"})),
             ("activation", "activation", ChoiceField("Activation between the layers of g_θ (and of the "
                                                      "VAE encoder).", ACTIVATIONS)),
             ("sigma_mode", "σ mode", ChoiceField("shared: one σ for all n coordinates; per_dim: σ_j per "

@@ -223,7 +223,11 @@ class CurvesView(QWidget, LiveView):
         self.mark_dirty()
 
     def set_true_loglik(self, value: float | None) -> None:
+        """The true model's held-out log-likelihood as a line, labelled with its value."""
         self._set_line(self.true_loglik, value)
+        if value is not None and math.isfinite(value):
+            self.true_loglik.label.setFormat("truth {value:.3f}")
+            self.true_loglik.label.setText(f"truth {value:.3f}")  # setFormat draws nothing while hidden
 
     def _set_line(self, line: pg.InfiniteLine, value: float | None) -> None:
         if value is None or not math.isfinite(value):

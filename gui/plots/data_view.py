@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Signal
-from PySide6.QtGui import QResizeEvent
+from PySide6.QtGui import QResizeEvent, QValidator
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from ..tasks import DataBundle, Samples
@@ -20,6 +20,38 @@ from .common import DATA_BRUSH, TRUE_PEN, LiveView, PlotTexts, cache_static, fit
 def _graph(grid: np.ndarray, values: np.ndarray) -> np.ndarray:
     """(L, P, m) latents and (L, P, n) values -> (L, P, 2) points (z_1, x_1) of the graph of a map."""
     return np.concatenate([grid[..., :1], values[..., :1]], axis=-1)
+
+
+class ColumnSpinBox(QSpinBox):
+    """A spin box over coordinates 1..n that shows each by its column name (x1..xn, or a CSV header's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: tuple[str, ...] = ()
+
+    def set_names(self, names: tuple[str, ...]) -> None:
+        self.names = tuple(names)
+        self.lineEdit().setText(self.textFromValue(self.value()))
+        self.updateGeometry()
+
+    def textFromValue(self, value: int) -> str:
+        return self.names[value - 1] if 1 <= value <= len(self.names) else f"x{value}"
+
+    def valueFromText(self, text: str) -> int:
+        text = text.strip()
+        if text in self.names:
+            return self.names.index(text) + 1
+        digits = text[1:] if text[:1] in ("x", "X") else text
+        return int(digits) if digits.isdigit() else self.value()
+
+    def validate(self, text: str, pos: int) -> object:
+        t = text.strip()
+        numbered = t[:1] in ("x", "X") and t[1:].isdigit() and self.minimum() <= int(t[1:]) <= self.maximum()
+        if t in self.names or numbered:
+            return QValidator.State.Acceptable, text, pos
+        if any(n.startswith(t) for n in self.names) or t in ("", "x", "X"):
+            return QValidator.State.Intermediate, text, pos
+        return super().validate(text, pos)
 
 
 class PairSelector(QWidget):
@@ -32,9 +64,9 @@ class PairSelector(QWidget):
         super().__init__()
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.first, self.second = QSpinBox(), QSpinBox()
-        for spin, tip in ((self.first, "i: horizontal axis shows x_i"), (self.second, "j: vertical axis x_j")):
-            spin.setPrefix("x")
+        self.first, self.second = ColumnSpinBox(), ColumnSpinBox()
+        for spin, tip in ((self.first, "i: horizontal axis shows x_i (a CSV's column names)"),
+                          (self.second, "j: vertical axis x_j")):
             spin.setToolTip(tip)
             spin.valueChanged.connect(self._on_changed)
         layout.addWidget(QLabel("coordinates"))
@@ -63,11 +95,13 @@ class PairSelector(QWidget):
         self._set(i, j)
         self.changed.emit()
 
-    def set_dimension(self, n: int) -> None:
-        """Coordinates of n-dimensional data: the pair on show if it is two of them, else x1 vs x2."""
+    def set_dimension(self, n: int, names: tuple[str, ...] = ()) -> None:
+        """Coordinates of n-dimensional data (named `names`, else x1..xn): the pair on show if it is two of
+        them, else the first two."""
         for spin in (self.first, self.second):
             spin.blockSignals(True)
             spin.setRange(1, n)
+            spin.set_names(names if len(names) == n else ())
             spin.blockSignals(False)
         i, j = self._last
         if n == 1:
@@ -75,6 +109,11 @@ class PairSelector(QWidget):
         else:
             self._set(*((i, j) if i <= n and j <= n else (1, 2)))
         self.setVisible(n >= 2)
+
+    def names(self) -> tuple[str, ...]:
+        """The coordinates' names (x1..xn unless the data's file named them)."""
+        n = self.first.maximum()
+        return self.first.names if len(self.first.names) == n else tuple(f"x{j + 1}" for j in range(n))
 
     def pair(self) -> tuple[int, int]:
         """0-based column indices."""
@@ -94,11 +133,14 @@ class PairSelector(QWidget):
         return True
 
 
-def _axes(texts: PlotTexts, n: int, pair: tuple[int, int]) -> None:
+def _axes(texts: PlotTexts, n: int, pair: tuple[int, int], names: tuple[str, ...] = ()) -> None:
+    """Axis titles: the coordinates' names (a CSV header's, else x1..xn)."""
+    def name(j: int) -> str:
+        return names[j] if j < len(names) else f"x{j + 1}"
     if n == 1:
-        texts.set(bottom="latent z₁", left="x₁")
+        texts.set(bottom="latent z₁", left=names[0] if names and names[0] != "x1" else "x₁")
     else:
-        texts.set(bottom=f"x{pair[0] + 1}", left=f"x{pair[1] + 1}")
+        texts.set(bottom=name(pair[0]), left=name(pair[1]))
 
 
 class DataView(QWidget, LiveView):
@@ -140,7 +182,7 @@ class DataView(QWidget, LiveView):
         self.data = data
         self.selected = None
         if data is not None:
-            self.pairs.set_dimension(data.dataset.n)
+            self.pairs.set_dimension(data.dataset.n, data.names)
         self._refit()
 
     def _refit(self) -> None:
@@ -178,7 +220,7 @@ class DataView(QWidget, LiveView):
         n = data.dataset.n
         pair = self.pairs.pair()
         if self._static:
-            _axes(self.texts, n, pair)
+            _axes(self.texts, n, pair, data.names)
             _scatter(self.scatter, pair, data.x_shown, data.z_shown)
             self._set_lines(self.true_curve, n, pair, data.true_grid, data.true_manifold)
         grid, values = self.learned if self.learned is not None else (None, None)
@@ -305,7 +347,7 @@ class SamplesView(QWidget, LiveView):
         data, samples = self.data, self.samples
         _scatter(self.data_scatter, pair, *((data.x_shown, data.z_shown) if data else (None, None)))
         _scatter(self.sample_scatter, pair, *((samples.x, samples.z) if samples else (None, None)))
-        _axes(self.texts, data.dataset.n if data is not None else 2, pair)
+        _axes(self.texts, data.dataset.n if data is not None else 2, pair, data.names if data is not None else ())
         self.texts.set(title="Generated samples against the data" if samples is None
                        else f"{samples.label} against the data")
 
