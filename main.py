@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import signal
 import sys
+from collections.abc import Iterator
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,17 +17,33 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+@contextlib.contextmanager
+def _starting() -> Iterator[None]:
+    """A Ctrl-C while the libraries load is held, not raised inside their imports (where an except clause
+    could swallow it); when they are loaded it ends the program (exit code 130)."""
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def _main(argv: list[str] | None) -> int:
     from engine.threads import configure_openmp
 
     configure_openmp()  # OpenMP reads its wait policy once, when torch is imported
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--self-test":
-        from gui.selftest import run_self_test
+        with _starting():
+            from gui.selftest import run_self_test
 
         return run_self_test()
     if (argv and not argv[0].startswith("-")) or argv[:1] in (["-h"], ["--help"]):
-        import engine.cli
+        with _starting():
+            import engine.cli
 
         engine.cli.RENDER_PNG = _render_png  # select-m's figure is drawn by Qt offscreen: the engine has no Qt
         return engine.cli.main(argv)
@@ -38,7 +56,8 @@ def _main(argv: list[str] | None) -> int:
         print("nlica-lab: Qt's X11 (xcb) platform needs " + ", ".join(missing) + "; install them with "
               "`apt-get install libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0` (Debian/Ubuntu)", file=sys.stderr)
         return 2
-    from gui.app import run_app
+    with _starting():
+        from gui.app import run_app
 
     return run_app(argv)
 
