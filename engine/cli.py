@@ -30,6 +30,7 @@ from .config import (
     resolved_nodes,
 )
 from .evaluate import ScoringStopped, heldout_loglik, sigma_report
+from .memory import require
 from .metrics import COMPARE_COLUMNS, compare_row
 from .outputs import OutputError, UnitWriter
 from .presets import list_presets, load_preset
@@ -160,6 +161,8 @@ def cmd_simulate(a: argparse.Namespace) -> int:
                                             "scale") if getattr(a, k) is not None}
     cfg = dataclasses.replace(cfg, **overrides)
     cfg.validate()
+    require(3 * 8 * cfg.samples * (cfg.n + cfg.m), "simulation.samples", cfg.samples, "the simulated data",
+            "lower --samples (or --n)")
     with UnitWriter(a.out, overwrite=a.overwrite, kind="file"):
         data = simulate(cfg)
         save_dataset(a.out, data)
@@ -173,6 +176,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         raise UsageError(f"--samples: got {a.samples}; expected an integer from 1 to 10000000 (>= 1000 are used)")
     if not 0 <= a.seed <= 2**63 - 1:
         raise UsageError(f"--seed: got {a.seed}; expected an integer from 0 to {2**63 - 1}")
+    if not 0 <= a.threads <= 1024:
+        raise UsageError(f"--threads: got {a.threads}; expected auto or an integer from 1 to 1024")
     apply_threads(a.threads, math.inf)  # scoring is large work: the idle cores unless told
     data = _load(a.data)
     if a.truth:
@@ -528,6 +533,15 @@ def main(argv: list[str] | None = None) -> int:
                 "select-m": cmd_select_m}[a.command](a)
     except (*USAGE_ERRORS, UsageError) as e:
         print(f"nlica-lab {a.command}: error: {short(str(e), 400)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system refused: a name too long, a full disk, permissions
+        where = f"{short(str(e.filename), 120)}: " if e.filename else ""
+        print(f"nlica-lab {a.command}: error: {where}{e.strerror or e}; check the path, the free space and the "
+              "permissions (nothing half written was left)", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"nlica-lab {a.command}: error: out of memory; lower the batch size, the samples or the data size",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"nlica-lab {a.command}: aborted (Ctrl-C); what was being written was left out whole, "

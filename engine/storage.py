@@ -24,6 +24,7 @@ import os
 import re
 import stat
 import struct
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -57,6 +58,8 @@ _ARCHIVE_ERRORS = (
     NotImplementedError,  # an unknown compression method
     RuntimeError,  # e.g. "File is encrypted"
     MemoryError,
+    SyntaxError,  # a .npy header that is not a Python literal
+    tokenize.TokenError,  # ... or not even Python tokens
 )
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")

@@ -5,12 +5,14 @@ Ctrl-C in every phase ends with exit code 130."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -116,6 +118,11 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         (f["TAMPERED"] / p.name).write_bytes(p.read_bytes())
     (f["TAMPERED"] / "history.csv").write_text("step\n1\n")
     f["AFILE"] = text("afile.txt", "x")
+    buf = io.BytesIO()
+    np.save(buf, np.ones((3, 2)))
+    with zipfile.ZipFile(d / "badhdr.npz", "w") as z:  # a .npy header that is not a Python literal
+        z.writestr("x.npy", buf.getvalue().replace(b"'descr'", b"'descr' (((", 1))
+    f["BADHDR"] = d / "badhdr.npz"
     return f
 
 
@@ -155,6 +162,12 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("tampered", ["evaluate", "--run", "{TAMPERED}", "--data", "{F}"], ["history.csv", "manifest"]),
     ("txt-run", ["evaluate", "--run", "{AFILE}", "--data", "{F}"], ["afile.txt", "not a run folder"]),
     ("sigma-min-nan", ["fit", "--data", "{F}", "--sigma-min", "nan", "--out", "{D}/o13"], ["decoder.sigma_min"]),
+    ("name-too-long", ["fit", "--data", "{F}", "--out", "{D}/" + "a" * 300], ["File name too long"]),
+    ("run-name-too-long", ["evaluate", "--run", "{D}/" + "b" * 300, "--data", "{F}"], ["File name too long"]),
+    ("npz-bad-header", ["evaluate", "--truth", "--data", "{BADHDR}"], ["badhdr.npz", "corrupt"]),
+    ("evaluate-threads", ["evaluate", "--truth", "--data", "{F}", "--threads", "100000"], ["--threads"]),
+    ("simulate-memory", ["simulate", "--samples", "10000000", "--n", "1000", "--m", "100", "--out", "{D}/h.npz"],
+     ["simulation.samples", "memory"]),
 ]
 
 
