@@ -17,10 +17,13 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 import pytest
-import shiboken6
-from PySide6.QtCore import QRect, QSettings, Qt, QThread
+from PySide6.QtCore import QRect, QSettings, Qt
 from PySide6.QtGui import QImage, QPainterPath, QPixmapCache
 from PySide6.QtWidgets import QApplication, QGraphicsPathItem, QMessageBox
+from qt_support import (
+    no_dangling_qthreads,  # noqa: F401  (an autouse fixture: active in this module)
+    tiny_config,
+)
 
 from engine.config import RunConfig, default_nodes
 from engine.estimators import SUMMARIES
@@ -42,37 +45,6 @@ DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
 RUN_TIMEOUT_MS = 60_000
 
 
-def tiny_config(**training: Any) -> RunConfig:
-    """n = m = 1, a few hundred points, a small decoder: a run of a second or two."""
-    cfg = RunConfig()
-    cfg.simulation.samples = 300
-    cfg.decoder.hidden = (8,)
-    cfg.estimator.name = "mle-quadrature"
-    cfg.estimator.nodes = 16
-    cfg.training.steps = 60
-    cfg.training.batch_size = 64
-    cfg.training.eval_every = 20
-    cfg.training.snapshot_every = 5
-    cfg.training.device = "cpu"
-    for k, v in training.items():
-        setattr(cfg.training, k, v)
-    return cfg
-
-
-@pytest.fixture(autouse=True)
-def no_dangling_qthreads(monkeypatch: pytest.MonkeyPatch):
-    """Fail a test that leaves a QThread running (as napari's conftest does)."""
-    started: list[QThread] = []
-    original = QThread.start
-
-    def start(self: QThread, *args: Any) -> None:
-        started.append(self)
-        original(self, *args)
-
-    monkeypatch.setattr(QThread, "start", start)
-    yield
-    running = [t for t in started if shiboken6.isValid(t) and t.isRunning()]
-    assert not running, f"{len(running)} QThread(s) still running after the test"
 
 
 @pytest.fixture

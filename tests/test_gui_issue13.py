@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import shiboken6
-from PySide6.QtCore import QRect, QRectF, QSettings, QSize, Qt, QThread
+from PySide6.QtCore import QRect, QRectF, QSettings, QSize, Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
+from qt_support import no_dangling_qthreads  # noqa: F401  (an autouse fixture: active in this module)
+from qt_support import tiny_config as base_tiny_config
 
 import engine.runs
 from engine.config import RunConfig
@@ -36,34 +37,8 @@ TIMEOUT_MS = 60_000
 
 
 def tiny_config(**training: Any) -> RunConfig:
-    """n = m = 1, 300 points, a small decoder: a run of a second or two."""
-    cfg = RunConfig()
-    cfg.simulation.samples = 300
-    cfg.decoder.hidden = (8,)
-    cfg.estimator.name = "mle-quadrature"
-    cfg.estimator.nodes = 16
-    cfg.training.steps = 30
-    cfg.training.batch_size = 64
-    cfg.training.eval_every = 10
-    cfg.training.snapshot_every = 5
-    cfg.training.device = "cpu"
-    for k, v in training.items():
-        setattr(cfg.training, k, v)
-    return cfg
-
-
-@pytest.fixture(autouse=True)
-def no_dangling_qthreads(monkeypatch: pytest.MonkeyPatch):
-    started: list[QThread] = []
-    original = QThread.start
-
-    def start(self: QThread, *args: Any) -> None:
-        started.append(self)
-        original(self, *args)
-
-    monkeypatch.setattr(QThread, "start", start)
-    yield
-    assert not [t for t in started if shiboken6.isValid(t) and t.isRunning()], "a QThread is still running"
+    """The shared tiny run, 30 steps evaluated every 10 unless told."""
+    return base_tiny_config(**{"steps": 30, "eval_every": 10, **training})
 
 
 def ini(tmp_path: Path, name: str = "settings.ini") -> Settings:

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 import pytest
-import shiboken6
-from PySide6.QtCore import QSettings, Qt, QThread
+from PySide6.QtCore import QSettings, Qt
+from qt_support import no_dangling_qthreads  # noqa: F401  (an autouse fixture: active in this module)
 
 from engine.config import RunConfig
 from engine.evaluate import heldout_loglik
@@ -30,20 +30,6 @@ from gui.settings import Settings
 from gui.state import RunState
 
 TIMEOUT_MS = 90_000
-
-
-@pytest.fixture(autouse=True)
-def no_dangling_qthreads(monkeypatch: pytest.MonkeyPatch):
-    started: list[QThread] = []
-    original = QThread.start
-
-    def start(self: QThread, *args: Any) -> None:
-        started.append(self)
-        original(self, *args)
-
-    monkeypatch.setattr(QThread, "start", start)
-    yield
-    assert not [t for t in started if shiboken6.isValid(t) and t.isRunning()], "a QThread is still running"
 
 
 def tiny_config(steps: int = 8) -> RunConfig:
