@@ -61,9 +61,12 @@ def _threads(text: str) -> int:
     if text.strip().lower() == "auto":
         return 0
     try:
-        return int(text)
+        n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto or a number of threads like 1, got {text!r}") from None
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected auto or a number of threads like 1, got {text!r}")
+    return n
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -307,6 +310,9 @@ class _Progress:
             self.bar.close()
 
 
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
 class _CtrlC:
     """Ctrl-C stops the phase it arrives in: the training (the run is still scored and saved), or the scoring
     (the run is saved unscored, for `evaluate --run`); Ctrl-C again while a stop is pending aborts."""
@@ -315,7 +321,9 @@ class _CtrlC:
         self.pending = threading.Event()
         self.requested = False  # any stop so far (compare trains no further estimator)
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._handler)
+            for name in STOP_SIGNALS:  # Ctrl-C, kill PID, a closed terminal: stop the same way, keep the work
+                if hasattr(signal, name):
+                    signal.signal(getattr(signal, name), self._handler)
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.pending.is_set():
@@ -447,7 +455,9 @@ def cmd_compare(a: argparse.Namespace) -> int:
     print(format_table(rows))
     if truth is not None:
         print(f"true model: {truth:.4f} nats/point on the same held-out points")
-    return 130 if stop.requested else 0
+    if stop.requested:
+        return 130
+    return 1 if any(r["status"] == "failed" for r in rows) else 0
 
 
 def _fit_many(named: list[tuple[str, RunConfig]], data: Dataset, test: Dataset | None, out: UnitWriter,
@@ -527,12 +537,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGINT) if in_main else None
+    stops = [getattr(signal, s) for s in STOP_SIGNALS if hasattr(signal, s)]
+    previous = {s: signal.getsignal(s) for s in stops} if in_main else {}
     try:
         return {"simulate": cmd_simulate, "evaluate": cmd_evaluate, "fit": cmd_fit, "compare": cmd_compare,
                 "select-m": cmd_select_m}[a.command](a)
     except (*USAGE_ERRORS, UsageError) as e:
-        print(f"nlica-lab {a.command}: error: {short(str(e), 400)}", file=sys.stderr)
+        print(f"nlica-lab {a.command}: error: {short(str(e), 600)}", file=sys.stderr)
         return 2
     except OSError as e:  # the file system refused: a name too long, a full disk, permissions
         where = f"{short(str(e.filename), 120)}: " if e.filename else ""
@@ -553,5 +564,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     finally:
-        if in_main:
-            signal.signal(signal.SIGINT, previous)  # the commands' Ctrl-C handler ends with them
+        aborted = in_main and signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # more Ctrl-C changes nothing now
+        for s, handler in previous.items():
+            if not aborted:
+                signal.signal(s, handler)  # the commands' Ctrl-C handler ends with them

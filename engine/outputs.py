@@ -206,6 +206,8 @@ def verify(root: Path) -> dict | None:
         if name not in present or not isinstance(entry, dict):
             raise UnitError(f"{f}: listed in manifest.json but missing; {fix}")
         try:
+            if not stat.S_ISREG(f.stat().st_mode):
+                raise UnitError(f"{f}: not a regular file (a pipe, device or link to one); {fix}")
             size_ok = f.stat().st_size == entry.get("size")
             if not size_ok or sha256_file(f) != entry.get("sha256"):
                 raise UnitError(f"{f}: its {'size' if not size_ok else 'SHA-256'} differs from manifest.json; {fix}")
@@ -215,8 +217,21 @@ def verify(root: Path) -> dict | None:
 
 
 def is_unit(folder: Path) -> bool:
-    """A folder this program wrote: it has a manifest (or, written before manifests, run.json or compare.json)."""
-    return any((folder / name).is_file() for name in (MANIFEST, "run.json", "compare.json"))
+    """A folder this program wrote: its manifest.json is an NLICA Lab manifest (or, written before manifests,
+    its run.json holds a run's config and steps, or its compare.json a table of rows)."""
+    def doc(name: str) -> object:
+        f = folder / name
+        try:
+            if not f.is_file() or f.stat().st_size > MAX_MANIFEST_BYTES:
+                return None
+            return json.loads(f.read_bytes().decode("utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+            return None
+
+    manifest, run, table = doc(MANIFEST), doc("run.json"), doc("compare.json")
+    return ((isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT)
+            or (isinstance(run, dict) and "config" in run and "steps_done" in run)
+            or (isinstance(table, dict) and isinstance(table.get("rows"), list)))
 
 
 def _describe_blocker(target: Path) -> str | None:
@@ -248,6 +263,7 @@ class UnitWriter:
         self._lock = FileLock(str(self.target.parent / f".{self.target.name}.lock")) if lock else None
         self._staging: Path | None = None
         self._written = False
+        self.keep_staging = False
 
     def _check(self) -> None:
         t, flag = self.target, self.flag
@@ -290,7 +306,7 @@ class UnitWriter:
     def _remove_stale(self) -> None:
         """Temporaries of earlier writers of this target that were killed (only the lock holder writes it)."""
         name = self.target.name
-        for pattern in (f".{name}.tmp-*", f".{name}.old-*", f".{name}.*.tmp"):
+        for pattern in (f".{name}.tmp-????????", f".{name}.old-????????", f".{name}.????????.tmp"):
             for p in self.target.parent.glob(pattern):
                 if p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
@@ -306,8 +322,9 @@ class UnitWriter:
                 Path(self._lock.lock_file).unlink()
 
     def discard(self) -> None:
-        """Remove an uncommitted temporary folder (a unit that was not finished)."""
-        if self._staging is not None:
+        """Remove an uncommitted temporary folder (a unit that was not finished; kept when it was complete but
+        could not be put in place)."""
+        if self._staging is not None and not self.keep_staging:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
 
@@ -334,8 +351,14 @@ class UnitWriter:
         if t.is_dir() and not any(t.iterdir()):
             t.rmdir()  # an empty folder the user made for it
         if t.exists():
+            if t.is_dir() and not is_unit(t) and any(t.iterdir()):
+                self.keep_staging = True
+                raise OutputError(f"{self.flag}: {t} appeared while it was written and holds files NLICA Lab did not "
+                                  f"write; it is never replaced (the finished unit is kept in {root})")
             if not (self.overwrite or self._written):
-                raise OutputError(f"{self.flag}: {t} appeared while it was written; pass --overwrite to replace it")
+                self.keep_staging = True
+                raise OutputError(f"{self.flag}: {t} appeared while it was written; the finished unit is kept in "
+                                  f"{root} (rename it, or pass --overwrite to replace {t})")
             if _exchange(root, t):
                 _fault_point()
                 shutil.rmtree(root, ignore_errors=True)  # now the old unit

@@ -87,6 +87,7 @@ def unscored_metrics(result: RunResult, note: str) -> dict[str, Any]:
 
 def short(text: str, limit: int = 200) -> str:
     """A message cut to `limit` characters (errors may quote a user's 4000-digit value)."""
+    text = " ".join(text.split())  # one line: torch's messages hold newlines and tabs
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

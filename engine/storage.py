@@ -41,7 +41,7 @@ from .simulate import Dataset, TrueModel
 PathLike = str | os.PathLike[str]
 
 SUFFIXES = (".npz", ".csv")
-CSV_MEMORY_FACTOR = 40  # a CSV takes about this many times its size in memory while it is parsed
+CSV_MEMORY_FACTOR = 200  # a CSV takes up to this many times its size in memory while it is parsed (one column)
 TRUTH_PREFIX = "truth/"
 
 # What zipfile / numpy may raise on a damaged archive. Only the archive-reading step is guarded by this.

@@ -174,12 +174,38 @@ def test_sigkill_while_writing_a_data_file_leaves_the_old_file_or_the_new(tmp_pa
 
 
 def test_a_writer_removes_what_killed_writers_left(tmp_path):
-    (tmp_path / ".run.tmp-abc").mkdir()
-    (tmp_path / ".run.tmp-abc" / "run.json").write_text("{}")
-    (tmp_path / ".data.npz.x1.tmp").write_text("")
-    (tmp_path / ".other.tmp-1").mkdir()  # another output's: left alone
+    (tmp_path / ".run.tmp-abcd1234").mkdir()  # the names tempfile gives this program's temporaries
+    (tmp_path / ".run.tmp-abcd1234" / "run.json").write_text("{}")
+    (tmp_path / ".data.npz.x1y2z3w4.tmp").write_text("")
+    (tmp_path / ".data.npz.mine.tmp").write_text("a user's file")  # not one of ours: left alone
+    (tmp_path / ".other.tmp-abcd1234").mkdir()  # another output's: left alone
     with UnitWriter(tmp_path / "run", overwrite=False, kind="run"):
         pass
     with UnitWriter(tmp_path / "data.npz", overwrite=False, kind="file"):
         pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".data.npz.mine.tmp", ".other.tmp-abcd1234"]
+
+
+def test_overwrite_never_replaces_a_folder_with_files_named_like_ours(tmp_path):
+    """A manifest.json or run.json of someone else's does not make a folder ours."""
+    for name, content in (("manifest.json", '{"name": "ext"}'), ("run.json", "{}"), ("compare.json", "[]")):
+        d = tmp_path / name.split(".")[0]
+        d.mkdir()
+        (d / name).write_text(content)
+        (d / "thesis.tex").write_text("precious")
+        with pytest.raises(OutputError, match="never replaced"):
+            _write(d, {"run.json": b"{}"}, overwrite=True)
+        assert (d / "thesis.tex").read_text() == "precious"
+
+
+def test_a_folder_that_appears_while_a_unit_is_written_keeps_both(tmp_path):
+    target = tmp_path / "run"
+    with UnitWriter(target, overwrite=True, kind="run") as w:
+        staging = w.staging()
+        (staging / "run.json").write_bytes(b"{}")
+        target.mkdir()
+        (target / "notes.txt").write_text("mine")
+        with pytest.raises(OutputError, match="kept in"):
+            w.commit()
+    assert (target / "notes.txt").read_text() == "mine"
+    assert (staging / "run.json").exists() and (staging / "manifest.json").exists()  # the finished unit
