@@ -166,6 +166,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("run-name-too-long", ["evaluate", "--run", "{D}/" + "b" * 300, "--data", "{F}"], ["File name too long"]),
     ("npz-bad-header", ["evaluate", "--truth", "--data", "{BADHDR}"], ["badhdr.npz", "corrupt"]),
     ("evaluate-threads", ["evaluate", "--truth", "--data", "{F}", "--threads", "100000"], ["--threads"]),
+    ("test-1e300", ["fit", "--data", "{F}", "--test", "{D}/huge.npz", "--out", "{D}/o14"], ["--test", "rescale"]),
     ("simulate-memory", ["simulate", "--samples", "10000000", "--n", "1000", "--m", "100", "--out", "{D}/h.npz"],
      ["simulation.samples", "memory"]),
 ]
