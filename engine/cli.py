@@ -39,7 +39,7 @@ from .selection import estimator_for, one_se_rule, select_m_chart, select_m_reco
 from .simulate import Dataset, simulate
 from .storage import DataFileError, load_dataset, save_dataset, unreadable
 from .threads import apply_threads
-from .trainer import MAX_ABS_DATA, RunResult, preflight, resolve_device
+from .trainer import RunResult, check_range, preflight, resolve_device
 
 USAGE_ERRORS = (ConfigError, DataFileError, RunFileError, OutputError)
 
@@ -368,9 +368,8 @@ def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, writer: UnitWr
 def _check_test(data: Dataset, test: Dataset | None, path: str | None) -> None:
     if test is not None and test.n != data.n:
         raise UsageError(f"--test: {path} has n = {test.n} columns, --data has n = {data.n}; they must match")
-    if test is not None and float(np.abs(test.x).max()) > MAX_ABS_DATA:
-        raise UsageError(f"--test: {path} holds values up to {float(np.abs(test.x).max()):.3g}, beyond what scoring "
-                         f"computes in floating point (about {MAX_ABS_DATA:g}); rescale it as the training data")
+    if test is not None:
+        check_range(test.x, "--test")
 
 
 def cmd_fit(a: argparse.Namespace) -> int:

@@ -156,16 +156,21 @@ class FiniteGuard:
         torch._foreach_copy_([p.detach() for p in self.params], self.backup)
 
 
+def check_range(x: np.ndarray, field: str) -> None:
+    """Refuse data beyond what a step computes: float32, whose squares overflow beyond about MAX_ABS_DATA."""
+    largest = float(np.abs(x).max())
+    if largest > MAX_ABS_DATA:
+        raise ConfigError(field, f"values up to {largest:.3g}", f"training computes in float32, whose squares "
+                          f"overflow beyond about {MAX_ABS_DATA:g}: rescale the data (for example divide each "
+                          "column by its standard deviation)")
+
+
 def preflight(config: RunConfig, data: Dataset) -> None:
     """Refuse, before any work, what `train` cannot do (a ConfigError naming the setting): an invalid config,
     data beyond float32's range, too few training points, a step that does not fit in memory. The CLI calls it
     before drawing its progress bar; `train` calls it first."""
     config.validate()
-    largest = float(np.abs(data.x).max())
-    if largest > MAX_ABS_DATA:
-        raise ConfigError("data", f"values up to {largest:.3g}", f"training computes in float32, whose squares "
-                          f"overflow beyond about {MAX_ABS_DATA:g}: rescale the data (for example divide each "
-                          "column by its standard deviation)")
+    check_range(data.x, "data")
     tc = config.training
     train_idx, _ = split_indices(len(data), tc.val_fraction, tc.seed)
     if len(train_idx) < 2:
