@@ -46,7 +46,6 @@ import torch
 from bench_speed import bare_vae, pyro_available, pyro_svi
 
 from engine.config import (
-    MLE_ESTIMATORS,
     ConfigError,
     DecoderConfig,
     EstimatorConfig,
@@ -54,11 +53,11 @@ from engine.config import (
     SimulationConfig,
     TrainingConfig,
 )
+from engine.estimator_table import ESTIMATORS, MLE_ESTIMATORS
 from engine.evaluate import heldout_loglik
 from engine.simulate import Dataset, sample_model, simulate
 from engine.trainer import train
 
-ESTIMATORS = ("mle-quadrature", "mle-adaptive", "mle-importance", "mle-mcem", "vae", "iwae")
 REFERENCES = ("bare-vae", "pyro-svi")
 MAX_STEPS = 10_000_000
 GOAL_GAP = 0.02  # nats, for m <= 2

@@ -55,10 +55,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.estimator_table import ESTIMATORS
+
 BATCH = 256
 LR = 3e-3
 HIDDEN = 64
-ESTIMATORS = ("mle-quadrature", "mle-adaptive", "mle-importance", "mle-mcem", "vae", "iwae")
 TARGET_RATIO = {"mle-adaptive": 3.0, "mle-importance": 3.0}  # eval-off step / vae eval-off step, at most
 TARGET_FIT_VS_BARE = 0.95
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from .config import (
     ACTIVATIONS,
-    ESTIMATORS,
     MIXINGS,
     PREPROCESS,
     SIGMOID_KINDS,
@@ -29,6 +28,7 @@ from .config import (
     SimulationConfig,
     resolved_nodes,
 )
+from .estimator_table import ESTIMATORS, GRID_ESTIMATORS
 from .evaluate import ScoringStopped, heldout_loglik, sigma_report
 from .memory import require
 from .metrics import COMPARE_COLUMNS, compare_row
@@ -346,7 +346,7 @@ def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, writer: UnitWr
     if note and not quiet:
         print(note, file=sys.stderr)
     est, m = cfg.estimator, cfg.decoder.m
-    if est.name in ("mle-quadrature", "mle-adaptive") and est.nodes is None and not quiet:
+    if est.name in GRID_ESTIMATORS and est.nodes is None and not quiet:
         print(f"{est.name}: {resolved_nodes(est, m)} Gauss-Hermite nodes per dimension, the default for m = {m} "
               "(--nodes sets them)", file=sys.stderr)
     bar = _Progress(cfg.training.steps, cfg.training.time_limit, cfg.estimator.name, quiet)

@@ -12,12 +12,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .estimator_table import ESTIMATORS, GRID_ESTIMATORS
+
 MIXINGS = ("linear", "polynomial", "sigmoid", "mlp")
 SIGMOID_KINDS = ("logistic", "tanh")
 ACTIVATIONS = ("tanh", "relu", "leaky_relu", "elu", "softplus", "sigmoid")
-ESTIMATORS = ("mle-quadrature", "mle-adaptive", "mle-importance", "mle-mcem", "vae", "iwae")
-MLE_ESTIMATORS = ESTIMATORS[:4]
-VAE_ESTIMATORS = ESTIMATORS[4:]
 PROPOSALS = ("prior", "laplace")
 SAMPLERS = ("langevin", "hmc")
 SIGMA_MODES = ("shared", "per_dim")
@@ -310,7 +309,7 @@ def validate_estimator_for_latent_dim(est: EstimatorConfig, m: int) -> None:
         raise ConfigError("estimator.name", est.name,
                           f"tensor-grid quadrature needs latent dimension m <= 3 (m = {m}); "
                           "use mle-adaptive, mle-importance or mle-mcem")
-    if est.name in ("mle-quadrature", "mle-adaptive"):
+    if est.name in GRID_ESTIMATORS:
         nodes = resolved_nodes(est, m)
         if nodes**m > MAX_GRID_POINTS:
             fix = "lower the nodes" if est.nodes is not None and est.nodes > 2 else "use mle-importance"

@@ -26,7 +26,8 @@ import torch
 from . import __version__
 from .config import ConfigError, RunConfig, TrainingConfig
 from .display import split_sizes
-from .estimators import SUMMARIES, Estimator, build_estimator
+from .estimator_table import INFO
+from .estimators import Estimator, build_estimator
 from .evaluate import quick_loglik
 from .latents import procrustes_align
 from .memory import require
@@ -217,7 +218,7 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
              "manifold_true": manifold(data.truth, grid) if data.truth is not None and data.truth.m == decoder.m
              else None,
              "objective_label": est.value_label, "estimator": config.estimator.name,
-             "formula": SUMMARIES[config.estimator.name][0]}
+             "formula": INFO[config.estimator.name].formula}
 
     history: list[dict[str, float]] = []
     best = (-math.inf, None, 0)  # (held-out, state, step)

@@ -46,6 +46,7 @@ from PySide6.QtWidgets import (
 
 from engine.config import ConfigError, RunConfig
 from engine.display import split_problem
+from engine.estimator_table import INFO, SAMPLING_ESTIMATORS
 from engine.storage import atomic_write_text
 from engine.trainer import resolve_device
 
@@ -86,9 +87,6 @@ TASK_TITLES = {"generate": "Generating data", "import": "Importing data", "expor
                "select_m": "Choosing m"}
 MAX_SELECT_M = 6  # "Choose m from the data" fits m = 1..min(n - 1, this), as select-m does
 PANEL_TITLES = ("Model", "Estimator", "Training", "Training")  # of the forms, in the order of self.forms
-# what each estimator's training objective is (the engine's `value_label`; a live run names its own)
-OBJECTIVE_LABELS = {"mle-quadrature": "log p(x)", "mle-adaptive": "log p(x)", "mle-importance": "log p(x)",
-                    "mle-mcem": "E_chain log p(x, z)", "vae": "ELBO", "iwae": "IWAE bound"}
 LARGE_K = 1000  # importance samples per point above which a step is slow (a warning, not an error)
 PREFERRED_SIZE = QSize(1680, 1020)  # the window's first size on a screen with room for it
 SCREEN_SHARE = 0.94  # of the screen's free area the first window takes at most (its frame needs the rest)
@@ -103,6 +101,11 @@ class LiveRun:
     estimator: str = ""
     setup: dict[str, Any] | None = None
     scoring: bool = False  # training has ended and the held-out points are being scored
+
+
+def objective_label(estimator: str) -> str:
+    """What the estimator's training objective is (a live run names its own, e.g. with its K)."""
+    return INFO[estimator].objective if estimator in INFO else ""
 
 
 def _cuda_reason() -> str | None:
@@ -529,7 +532,7 @@ class MainWindow(QMainWindow):
             warnings["decoder.m"] = (f"fitted m = {c.decoder.m} > n = {n} of the data: the extra latents are not "
                                      "identified, and cost time")
         k, batch = c.estimator.samples, c.training.batch_size
-        if c.estimator.name in ("mle-importance", "iwae") and k > LARGE_K:
+        if c.estimator.name in SAMPLING_ESTIMATORS and k > LARGE_K:
             warnings["estimator.samples"] = (f"K = {k:,}: a step passes B × K = {batch * k:,} points through g_θ, "
                                              f"slowly (K up to {LARGE_K:,} is usual)").replace(",", " ")
         for form in self.forms:
@@ -635,7 +638,7 @@ class MainWindow(QMainWindow):
         estimator = config.estimator.name
         name = f"#{run_id} {estimator}"
         self.live = LiveRun(run_id, colour, estimator)
-        self.curves.start_live(colour, OBJECTIVE_LABELS.get(estimator, ""), config.training.steps, name)
+        self.curves.start_live(colour, objective_label(estimator), config.training.steps, name)
         self.data_view.set_learned(None, None)
         self.data_view.set_learned_colour(colour, f"g_θ of {name}")
         # the last run's latents go now, not at this run's first snapshot (seconds away; then in this colour)
@@ -737,7 +740,7 @@ class MainWindow(QMainWindow):
         if live is None:
             return
         result = trained.result
-        objective = (live.setup or {}).get("objective_label") or OBJECTIVE_LABELS.get(live.estimator, "")
+        objective = (live.setup or {}).get("objective_label") or objective_label(live.estimator)
         record = self._record_of(trained, live.run_id, live.colour, objective)
         self._add_record(record)
         self.curves.set_true_loglik(result.metrics.get("true_heldout_loglik"))
@@ -809,7 +812,7 @@ class MainWindow(QMainWindow):
         run_id, self._next_run_id = self._next_run_id, self._next_run_id + 1
         estimator = trained.result.config.estimator.name
         self._add_record(self._record_of(trained, run_id, run_colour(run_id - 1).name(),
-                                         OBJECTIVE_LABELS.get(estimator, "")))
+                                         objective_label(estimator)))
         self.curves.set_true_loglik(trained.result.metrics.get("true_heldout_loglik",
                                                                self.comparison.truth_value))
 
@@ -1112,7 +1115,7 @@ class MainWindow(QMainWindow):
         record = RunRecord(run_id, run_colour(run_id - 1).name(), saved.config, saved.metrics,
                            History.from_rows(opened.history), str(saved.info.get("status", "done")),
                            str(saved.info.get("message", "")), f"opened from {saved.path}", saved=saved,
-                           objective_label=OBJECTIVE_LABELS.get(saved.config.estimator.name, ""),
+                           objective_label=objective_label(saved.config.estimator.name),
                            manifold=None if opened.grid is None else (opened.grid, opened.manifold))
         self._add_record(record)
         self.statusBar().showMessage(f"Opened {saved.path} as run #{run_id}", 8000)

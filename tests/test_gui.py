@@ -26,7 +26,7 @@ from qt_support import (
 )
 
 from engine.config import RunConfig, default_nodes
-from engine.estimators import SUMMARIES
+from engine.estimator_table import INFO
 from engine.runs import fit as engine_fit
 from engine.storage import load_dataset
 from engine.trainer import RunResult
@@ -310,8 +310,8 @@ def test_estimator_panel_shows_relevant_settings_and_the_formula(window: MainWin
     visible = {name for name, f in panel.form.fields.items() if not f.isHidden()}
     assert {"samples", "encoder_hidden", "dreg", "vae_sigma"} <= visible
     assert not visible & {"nodes", "proposal", "sampler", "beta"}
-    assert panel.formula_label.text() == SUMMARIES["iwae"][0]
-    assert panel.summary_label.text() == SUMMARIES["iwae"][1]
+    assert panel.formula_label.text() == INFO["iwae"].formula
+    assert panel.summary_label.text() == INFO["iwae"].summary
     assert "K" in panel.form.fields["samples"].toolTip()
     combo.setCurrentIndex(combo.findData("mle-mcem"))
     assert panel.form.fields["leapfrog_steps"].isHidden()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from ..estimator_table import INFO
 from ..memory import rows_bytes
 from ..networks import Decoder
 
@@ -25,8 +26,11 @@ class Estimator(nn.Module):
     """A training objective for the decoder; owns any per-point state (modes, chains) and an encoder."""
 
     name = "base"
-    #: what `Objective.value` estimates, for plots and the history
-    value_label = "log p(x)"
+
+    @property
+    def value_label(self) -> str:
+        """What `Objective.value` estimates, for plots and the history (engine/estimator_table.py)."""
+        return INFO[self.name].objective
 
     def __init__(self, decoder: Decoder, n_train: int):
         super().__init__()

@@ -25,7 +25,6 @@ from .base import Estimator, Objective
 
 class MonteCarloEM(Estimator):
     name = "mle-mcem"
-    value_label = "E_chain log p(x, z)"
 
     def __init__(self, decoder: Decoder, n_train: int, sampler: str, mcmc_steps: int, leapfrog_steps: int,
                  target_accept: float, gen: torch.Generator):

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..estimator_table import INFO
 from ..likelihood.importance import log_mean_exp
 from ..model import LOG_2PI, log_joint, log_likelihood
 from ..networks import Decoder, Encoder
@@ -183,7 +184,6 @@ class ELBOVAE(EncoderEstimator):
     """`vae`: the ELBO with one draw and the analytic KL; KL weight beta_t = beta min(1, t / warmup)."""
 
     name = "vae"
-    value_label = "ELBO"
 
     def __init__(self, decoder: Decoder, n_train: int, gen: torch.Generator, encoder_hidden: tuple[int, ...],
                  beta: float = 1.0, warmup_steps: int = 0, closed_form_sigma: bool = False):
@@ -211,7 +211,10 @@ class IWAE(EncoderEstimator):
                  encoder_hidden: tuple[int, ...], dreg: bool = False, closed_form_sigma: bool = False):
         super().__init__(decoder, n_train, K, gen, encoder_hidden, closed_form_sigma)
         self.dreg = dreg
-        self.value_label = f"IWAE bound (K = {K})"
+
+    @property
+    def value_label(self) -> str:
+        return f"{INFO[self.name].objective} (K = {self.K})"
 
     def objective(self, x: Tensor, idx: Tensor, step: int) -> Objective:
         """Value mean_b IWAE_K(x_b); surrogate the bound itself, or its DReG surrogate (same value)."""

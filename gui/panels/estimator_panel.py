@@ -1,5 +1,5 @@
 """Estimator panel: which objective is maximised and its settings (`RunConfig.estimator`), with the
-objective's formula and one line on its bias and cost (engine.estimators.SUMMARIES)."""
+objective's formula and one line on its bias and cost (engine/estimator_table.py)."""
 
 from __future__ import annotations
 
@@ -10,38 +10,16 @@ from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
 
 from engine.config import (
     ADAPTIVE_GRID_BUDGET,
-    ESTIMATORS,
     FIXED_GRID_BUDGET,
-    MLE_ESTIMATORS,
     PROPOSALS,
     SAMPLERS,
     VAE_SIGMA_UPDATES,
     EstimatorConfig,
     default_nodes,
 )
-from engine.estimators import SUMMARIES
+from engine.estimator_table import ESTIMATORS, INFO
 
 from .fields import BoolField, ChoiceField, IntField, LayersField, OptionalIntField, RealField, SectionForm
-
-# what each estimator is, in a few words: the combo box shows the bare name (a longer label was cut off in
-# the dock), these words are its option's tooltip and the heading under the form
-ESTIMATOR_LABELS = {
-    "mle-quadrature": "direct MLE, fixed Gauss-Hermite grid",
-    "mle-adaptive": "direct MLE, adaptive Gauss-Hermite",
-    "mle-importance": "direct MLE, importance sampling",
-    "mle-mcem": "direct MLE, Monte Carlo EM",
-    "vae": "variational autoencoder, ELBO",
-    "iwae": "importance-weighted autoencoder",
-}
-# the settings each estimator reads; the others are hidden
-RELEVANT: dict[str, frozenset[str]] = {
-    "mle-quadrature": frozenset({"nodes"}),
-    "mle-adaptive": frozenset({"nodes"}),
-    "mle-importance": frozenset({"samples", "proposal"}),
-    "mle-mcem": frozenset({"sampler", "mcmc_steps", "leapfrog_steps", "target_accept"}),
-    "vae": frozenset({"encoder_hidden", "beta", "warmup_steps", "vae_sigma"}),
-    "iwae": frozenset({"samples", "encoder_hidden", "dreg", "vae_sigma"}),
-}
 
 
 class EstimatorPanel(QWidget):
@@ -64,7 +42,7 @@ class EstimatorPanel(QWidget):
             ("name", "estimator", ChoiceField(
                 "The objective maximised over θ and σ. Direct MLE estimates log p(x) = log ∫ p(x|z) p(z) dz "
                 "itself (four ways); vae and iwae maximise a lower bound through an encoder q(z|x).",
-                ESTIMATORS, tips=ESTIMATOR_LABELS)),
+                ESTIMATORS, tips={e: INFO[e].label for e in ESTIMATORS})),
             ("nodes", "nodes G", self.nodes_field),
             ("samples", "samples K", IntField("K: importance samples per point (mle-importance, iwae). "
                                               "1 to 100 000.", 1, 100_000)),
@@ -128,17 +106,16 @@ class EstimatorPanel(QWidget):
         self.edited.emit()
 
     def _update(self) -> None:
-        name = self.section.name
-        relevant = RELEVANT[name]
+        info = INFO[self.section.name]
+        relevant = info.settings
         for field in self.form.fields:
             if field != "name":
                 shown = field in relevant and (field != "leapfrog_steps" or self.section.sampler == "hmc")
                 self.form.set_row_visible(field, shown)
-        formula, summary = SUMMARIES[name]
-        kind = "Direct maximum likelihood" if name in MLE_ESTIMATORS else "Variational lower bound (encoder q_φ)"
-        self.kind_label.setText(f"{kind}: {ESTIMATOR_LABELS[name].removeprefix('direct MLE, ')}")
-        self.formula_label.setText(formula)
-        self.summary_label.setText(summary)
+        kind = "Direct maximum likelihood" if info.family == "mle" else "Variational lower bound (encoder q_φ)"
+        self.kind_label.setText(f"{kind}: {info.label.removeprefix('direct MLE, ')}")
+        self.formula_label.setText(info.formula)
+        self.summary_label.setText(info.summary)
         self.show_defaults()
 
     def show_defaults(self) -> None:

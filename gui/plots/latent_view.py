@@ -8,12 +8,9 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from .common import DATA_BRUSH, LiveView, PlotTexts, cache_static, fit_view, legend_below, plane
+from engine.estimator_table import INFO
 
-LATENT_SOURCE = {
-    "mle-quadrature": "posterior means", "mle-adaptive": "posterior modes", "mle-importance": "posterior modes",
-    "mle-mcem": "MCMC chain states", "vae": "encoder means", "iwae": "encoder means",
-}
+from .common import DATA_BRUSH, LiveView, PlotTexts, cache_static, fit_view, legend_below, plane
 
 
 class LatentView(QWidget, LiveView):
@@ -48,7 +45,7 @@ class LatentView(QWidget, LiveView):
     def set_true(self, z: np.ndarray | None, estimator: str) -> None:
         self.true_z = z
         self.inferred = None
-        self.source = LATENT_SOURCE.get(estimator, "inferred")
+        self.source = INFO[estimator].latents if estimator in INFO else "inferred"
         self._fit = True
         self.mark_dirty()
 
