@@ -1,5 +1,1 @@
 """NLICA Lab desktop GUI (PySide6 + pyqtgraph). The engine never imports this package."""
-
-from .compat import guard
-
-guard()

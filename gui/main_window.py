@@ -51,7 +51,7 @@ from engine.storage import atomic_write_text
 from engine.trainer import resolve_device
 
 from . import dialogs, tasks
-from .compat import settle_garbage_collector
+from .collector import settle_garbage_collector
 from .panels.estimator_panel import EstimatorPanel
 from .panels.fields import config_message
 from .panels.model_panel import ModelPanel, preset_files
