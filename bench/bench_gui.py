@@ -46,6 +46,7 @@ import torch
 from PySide6.QtCore import QEventLoop, QObject, QSettings, Qt, QTimer
 
 from engine.config import RunConfig
+from engine.progress import ScoringProgress, TrainingProgress
 from engine.runs import fit
 from engine.simulate import simulate
 from gui.app import build_main_window
@@ -129,12 +130,13 @@ def gui_run(window: MainWindow, config: RunConfig, monitor: GapMonitor | None = 
     loop = QEventLoop()
     training_over: dict[str, float] = {}
 
-    def on_progress(info: dict[str, Any]) -> None:
-        if info.get("phase") == "evaluating":
+    def on_progress(p: Any) -> None:
+        if isinstance(p, ScoringProgress):
             if monitor is not None:
                 monitor.stop()  # the stall monitor covers training only
             training_over["t"] = time.perf_counter()
-        elif "first_snapshot" not in training_over and info.get("setup") is not None and monitor is not None:
+        elif "first_snapshot" not in training_over and isinstance(p, TrainingProgress) and p.setup is not None \
+                and monitor is not None:
             training_over["first_snapshot"] = len(monitor.gaps)
 
     window.controller.progress.connect(on_progress)

@@ -34,6 +34,7 @@ from .memory import require
 from .metrics import COMPARE_COLUMNS, compare_row
 from .outputs import OutputError, UnitWriter
 from .presets import list_presets, load_preset
+from .progress import Progress, ScoringProgress
 from .runs import RunFileError, dumps, fit, load_run, run_files, short
 from .selection import estimator_for, one_se_rule, select_m_chart, select_m_record, suggest_m
 from .simulate import Dataset, simulate
@@ -283,7 +284,7 @@ def data_m(data: Dataset, path: str) -> tuple[int, str | None]:
 
 
 class _Progress:
-    """A terminal progress bar (tqdm on stderr) fed by the trainer's progress dicts: in steps, or in seconds
+    """A terminal progress bar (tqdm on stderr) fed by the run's progress records: in steps, or in seconds
     when the run has a time limit; then the scoring's share done."""
 
     def __init__(self, steps: int, time_limit: float | None, label: str, quiet: bool):
@@ -293,16 +294,16 @@ class _Progress:
         self.bar = None if quiet else tqdm(total=self.total, desc=label, unit="step" if time_limit is None else "s",
                                            file=sys.stderr, dynamic_ncols=True)
 
-    def __call__(self, p: dict[str, Any]) -> None:
+    def __call__(self, p: Progress) -> None:
         if self.bar is None:
             return
-        if p.get("phase") == "evaluating":
-            self.bar.set_postfix_str(f"scoring held-out points {100 * p.get('fraction', 0.0):.0f} %", refresh=True)
+        if isinstance(p, ScoringProgress):
+            self.bar.set_postfix_str(f"scoring held-out points {100 * p.fraction:.0f} %", refresh=True)
             return
-        self.bar.n = round(p["fraction"] * self.total, 1)
-        post = {"step": p["step"], "obj": f"{p['objective']:.4f}", "sigma": f"{float(np.mean(p['sigma'])):.4g}"}
-        if np.isfinite(p["heldout"]):
-            post["heldout"] = f"{p['heldout']:.4f}"
+        self.bar.n = round(p.fraction * self.total, 1)
+        post = {"step": p.step, "obj": f"{p.objective:.4f}", "sigma": f"{float(np.mean(p.sigma)):.4g}"}
+        if np.isfinite(p.heldout):
+            post["heldout"] = f"{p.heldout:.4f}"
         self.bar.set_postfix(post, refresh=True)
 
     def close(self) -> None:
@@ -351,8 +352,8 @@ def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, writer: UnitWr
               "(--nodes sets them)", file=sys.stderr)
     bar = _Progress(cfg.training.steps, cfg.training.time_limit, cfg.estimator.name, quiet)
 
-    def progress(p: dict[str, Any]) -> None:
-        if p.get("phase") == "evaluating" and p["fraction"] == 0.0 and p["stop_answered"]:
+    def progress(p: Progress) -> None:
+        if isinstance(p, ScoringProgress) and p.fraction == 0.0 and p.stop_answered:
             stop.phase_ended()
         bar(p)
 

@@ -10,15 +10,51 @@ MCC: mean |Pearson correlation| of true and inferred coordinates after the optim
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class LatentMap:
+    """z_true ≈ (z_hat - model_centre) R + true_centre: a fitted model's latents onto the true ones, R
+    (m_hat, m) with orthonormal columns (m_hat >= m) or rows (m_hat <= m)."""
+
+    rotation: np.ndarray  # (m_hat, m)
+    model_centre: np.ndarray  # (m_hat,)
+    true_centre: np.ndarray  # (m,)
+
+    def to_truth(self, z_hat: np.ndarray) -> np.ndarray:
+        """(..., m_hat) -> (..., m)."""
+        return (z_hat - self.model_centre) @ self.rotation + self.true_centre
+
+    def to_model(self, z: np.ndarray) -> np.ndarray:
+        """The inverse where R is square, else its least-squares inverse: (..., m) -> (..., m_hat)."""
+        return (z - self.true_centre) @ self.rotation.T + self.model_centre
+
+    def describe(self) -> str:
+        """In words, for a legend: "z ↦ −z" (m = 1), "rotated 37°", "rotated 37° and mirrored", or "by Procrustes"."""
+        R = self.rotation
+        if R.shape == (1, 1):
+            return "z ↦ −z" if R[0, 0] < 0 else "z ↦ z"
+        if R.shape == (2, 2):
+            angle = float(np.degrees(np.arctan2(R[0, 1], R[0, 0])))
+            mirrored = np.linalg.det(R) < 0
+            return f"rotated {angle:.0f}°" + (" and mirrored" if mirrored else "")
+        return "rotated by Procrustes"
+
+
+def procrustes_map(z_true: np.ndarray, z_hat: np.ndarray, centre: bool = True) -> LatentMap:
+    """The best (semi-)orthogonal map of z_hat (N, m_hat) onto z_true (N, m), both centred first (or not:
+    `centre=False` keeps to the maps that leave the prior N(0, I) unchanged, about the origin)."""
+    ct, ch = (z_true.mean(0), z_hat.mean(0)) if centre else (np.zeros(z_true.shape[1]), np.zeros(z_hat.shape[1]))
+    U, _, Vt = np.linalg.svd((z_hat - ch).T @ (z_true - ct), full_matrices=False)
+    return LatentMap(U @ Vt, ch, ct)
 
 
 def procrustes_align(z_true: np.ndarray, z_hat: np.ndarray) -> np.ndarray:
     """z_hat (N, m_hat) rotated onto z_true (N, m) by the best (semi-)orthogonal map: -> (N, m)."""
-    zt = z_true - z_true.mean(0)
-    zh = z_hat - z_hat.mean(0)
-    U, _, Vt = np.linalg.svd(zh.T @ zt, full_matrices=False)
-    return zh @ (U @ Vt) + z_true.mean(0)
+    return procrustes_map(z_true, z_hat).to_truth(z_hat)
 
 
 def procrustes_r2(z_true: np.ndarray, z_hat: np.ndarray) -> float:

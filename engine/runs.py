@@ -35,10 +35,11 @@ from .config import ConfigError, DecoderConfig, EstimatorConfig, RunConfig
 from .metrics import score_run
 from .networks import Decoder, Encoder
 from .outputs import UnitError, UnitWriter, verify
+from .progress import ProgressFn, ScoringProgress
 from .simulate import Dataset
 from .storage import unreadable
 from .threads import apply_threads
-from .trainer import ProgressFn, RunResult, StopFn, train
+from .trainer import RunResult, StopFn, train
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
@@ -56,8 +57,8 @@ def fit(config: RunConfig, data: Dataset, test: Dataset | None = None, on_progre
     that nothing trained is lost whatever the scoring does). `should_stop()` ends the training (the run is
     still scored); `stop_scoring()`, checked between chunks of the scoring, ends that (the run comes back
     unscored, `metrics["scoring_stopped"]`). A scoring that fails leaves the run with
-    `metrics["scoring_failed"]`, the reason. Before scoring, `on_progress` gets {"phase": "evaluating",
-    "fraction": 0.0, "stop_answered": the training ended on a stop}, then the fraction scored as it goes.
+    `metrics["scoring_failed"]`, the reason. Before scoring, `on_progress` gets a `ScoringProgress` at
+    fraction 0 (`stop_answered`: the training ended on a stop), then the fraction scored as it goes.
     `snapshots=False`: progress without the plot snapshots."""
     result = train(config, data, test, on_progress, should_stop, snapshots)
     if on_trained is not None:
@@ -65,8 +66,8 @@ def fit(config: RunConfig, data: Dataset, test: Dataset | None = None, on_progre
     report = None
     if on_progress is not None:
         def report(fraction: float) -> None:
-            on_progress({"phase": "evaluating", "step": result.steps_done, "steps": config.training.steps,
-                         "fraction": fraction, "stop_answered": result.status == "stopped"})
+            on_progress(ScoringProgress(result.steps_done, config.training.steps, fraction,
+                                        result.status == "stopped"))
 
         report(0.0)
     apply_threads(config.training.threads, math.inf)  # scoring is large work: the idle cores unless told
@@ -148,6 +149,23 @@ def history_csv(history: list[dict[str, float]]) -> str:
     for row in history:
         w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
     return buf.getvalue()
+
+
+MAX_HISTORY_BYTES = 1 << 30  # history.csv: about 100 bytes a step
+
+
+def load_history(run_dir: str | Path) -> list[dict[str, float]]:
+    """history.csv of a run folder, the inverse of `history_csv` (empty cells are NaN); missing, too large or
+    unreadable: no history (the run itself is still usable)."""
+    path = Path(run_dir) / "history.csv"
+    try:
+        if unreadable(path, MAX_HISTORY_BYTES):
+            return []
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in rows]
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, TypeError):
+        return []
 
 
 @dataclass

@@ -3,11 +3,10 @@
     train(config, data, test=None, on_progress=None, should_stop=None) -> RunResult
 
 Minibatch Adam ascent of the estimator's objective with a learning-rate schedule; held-out
-log-likelihood every `eval_every` steps (early stopping keeps the best state); a progress dict every
-`snapshot_every` steps, but at most MAX_PROGRESS_RATE a second (and always at the last step), with the
-history rows since the previous one and, at most SNAPSHOT_RATE a second (always the first and the last),
-small copied numpy snapshots for the plots (keys "manifold" and "latents"); `should_stop()` checked every
-step.
+log-likelihood every `eval_every` steps (early stopping keeps the best state); a progress record every
+`snapshot_every` steps, but at most MAX_PROGRESS_RATE a second (and always at the last step): a
+`progress.TrainingProgress` with the history rows since the previous one and, at most SNAPSHOT_RATE a second
+(always the first and the last), a `progress.Snapshot` for the plots; `should_stop()` checked every step.
 A non-finite objective or gradient stops the run with a message and the last good parameters.
 """
 
@@ -24,21 +23,21 @@ import numpy as np
 import torch
 
 from . import __version__
+from .alignment import manifold_view
 from .config import ConfigError, RunConfig, TrainingConfig
 from .display import split_sizes
 from .estimator_table import INFO
 from .estimators import Estimator, build_estimator
 from .evaluate import quick_loglik
-from .latents import procrustes_align
 from .memory import require
 from .networks import Decoder, Encoder, build_decoder
+from .progress import ProgressFn, RunSetup, Snapshot, TrainingProgress
 from .simulate import Dataset
 from .threads import apply_threads
 
-ProgressFn = Callable[[dict[str, Any]], None]
 StopFn = Callable[[], bool]
 DISPLAY_POINTS = 500  # training points whose inferred latents are sent to the live plots
-MAX_PROGRESS_RATE = 20.0  # progress dicts per second at most: the curves redraw at 15 Hz
+MAX_PROGRESS_RATE = 20.0  # progress records per second at most: the curves redraw at 15 Hz
 SNAPSHOT_RATE = 5.0  # plot snapshots (learned manifold, inferred latents) per second at most
 MONITOR_POINTS = 256  # validation points (a fixed seeded subsample) that the periodic estimate scores
 MAX_ABS_DATA = 1e15  # larger data values overflow the float32 sums of squares of a step
@@ -83,28 +82,6 @@ def split_indices(N: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed)).numpy()
     n_val = split_sizes(N, val_fraction)[1]
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-def latent_grid(m: int, lines: int = 11, points: int = 101, extent: float = 2.5) -> np.ndarray:
-    """Latent grid as polylines for manifold plots: (L, P, m). m = 1: one line over [-3, 3]; m >= 2: a
-    lines x lines net in the first two coordinates (the rest zero)."""
-    if m == 1:
-        return np.linspace(-3, 3, 4 * points).reshape(1, -1, 1)
-    ticks = np.linspace(-extent, extent, lines)
-    run = np.linspace(-extent, extent, points)
-    out = np.zeros((2 * lines, points, m))
-    for i, t in enumerate(ticks):
-        out[i, :, 0], out[i, :, 1] = run, t
-        out[lines + i, :, 0], out[lines + i, :, 1] = t, run
-    return out
-
-
-@torch.no_grad()
-def manifold(model: Any, grid: np.ndarray) -> np.ndarray:
-    """g(grid) for a (L, P, m) grid: -> (L, P, n)."""
-    dtype = next(model.parameters()).dtype if hasattr(model, "parameters") else torch.float64
-    device = next(model.parameters()).device if hasattr(model, "parameters") else torch.device("cpu")
-    return model.mean(torch.as_tensor(grid, dtype=dtype, device=device)).double().cpu().numpy()
 
 
 def monitor_points(x_val: np.ndarray, seed: int) -> np.ndarray:
@@ -189,7 +166,7 @@ def preflight(config: RunConfig, data: Dataset) -> None:
 def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_progress: ProgressFn | None = None,
           should_stop: StopFn | None = None, snapshots: bool = True) -> RunResult:
     """Fit the decoder (and encoder) by the configured estimator. See the module docstring; `snapshots=False`
-    leaves the plot snapshots out of the progress dicts (the terminal draws none)."""
+    leaves the plot snapshots out of the progress records (the terminal draws none)."""
     preflight(config, data)
     tc = config.training
     device = resolve_device(tc.device)
@@ -210,15 +187,10 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
     batch_gen = torch.Generator().manual_seed(tc.seed + 2)
 
     # fixed views for the live plots
-    grid = latent_grid(decoder.m)
     shown = min(DISPLAY_POINTS, len(train_idx))
     z_shown = data.z[train_idx[:shown]] if data.z is not None else None
-    setup = {"grid": grid, "x_shown": data.x[train_idx[:shown]].copy(),
-             "z_true_shown": None if z_shown is None else z_shown.copy(),
-             "manifold_true": manifold(data.truth, grid) if data.truth is not None and data.truth.m == decoder.m
-             else None,
-             "objective_label": est.value_label, "estimator": config.estimator.name,
-             "formula": INFO[config.estimator.name].formula}
+    setup = RunSetup(data.x[train_idx[:shown]].copy(), None if z_shown is None else z_shown.copy(),
+                     est.value_label, config.estimator.name, INFO[config.estimator.name].formula)
 
     history: list[dict[str, float]] = []
     best = (-math.inf, None, 0)  # (held-out, state, step)
@@ -278,13 +250,11 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
         history.append(row)
         if (on_progress is not None and (step % tc.snapshot_every == 0 or last)
                 and (last or now - last_report >= 1.0 / MAX_PROGRESS_RATE)):
-            snapshot = snapshots and (last or now - last_snapshot >= 1.0 / SNAPSHOT_RATE)
-            info = _progress(step, tc, fraction, history[reported:], heldout_now, decoder,
-                             setup if reported == 0 else None, t0)
-            if snapshot:
-                info.update(_snapshot(est, decoder, x_train[:shown], z_shown, grid))
-                last_snapshot = now
-            on_progress(info)
+            snapshot = None
+            if snapshots and (last or now - last_snapshot >= 1.0 / SNAPSHOT_RATE):
+                snapshot, last_snapshot = _snapshot(est, decoder, x_train[:shown], z_shown), now
+            on_progress(_progress(step, tc, fraction, history[reported:], heldout_now, decoder,
+                                  setup if reported == 0 else None, snapshot, t0))
             reported, last_report = step, now
         if tc.patience and evals_since_best >= tc.patience:
             status = "early_stopped"
@@ -309,25 +279,23 @@ def versions() -> dict[str, str]:
 
 
 def _progress(step: int, tc: TrainingConfig, fraction: float, rows: list[dict[str, float]], heldout: float,
-              decoder: Decoder, setup: dict | None, t0: float) -> dict[str, Any]:
-    """The progress dict's numbers: step, fraction of the run done (steps or time), objective, held-out
-    estimate, sigma, speed, the history rows since the previous one, and (the first time) the fixed plot setup."""
+              decoder: Decoder, setup: RunSetup | None, snapshot: Snapshot | None, t0: float) -> TrainingProgress:
+    """The progress record: step, fraction of the run done (steps or time), objective, held-out estimate,
+    sigma, speed, the history rows since the previous one, and (the first time) the fixed plot setup."""
     elapsed = time.perf_counter() - t0
-    return {
-        "step": step, "steps": tc.steps, "fraction": min(fraction, 1.0), "time_limit": tc.time_limit,
-        "objective": rows[-1]["objective"], "heldout": heldout,
-        "sigma": decoder.model_sigma().detach().cpu().reshape(-1).numpy().copy(),  # in the model's units
-        "sigma_at_floor": decoder.at_floor(), "elapsed": elapsed, "steps_per_sec": step / max(elapsed, 1e-9),
-        "setup": setup, "history_rows": [dict(r) for r in rows],
-    }
+    return TrainingProgress(
+        step=step, steps=tc.steps, fraction=min(fraction, 1.0), time_limit=tc.time_limit,
+        objective=rows[-1]["objective"], heldout=heldout,
+        sigma=decoder.model_sigma().detach().cpu().reshape(-1).numpy().copy(),  # in the model's units
+        sigma_at_floor=decoder.at_floor(), elapsed=elapsed, steps_per_sec=step / max(elapsed, 1e-9),
+        history_rows=[dict(r) for r in rows], setup=setup, snapshot=snapshot)
 
 
-def _snapshot(est: Estimator, decoder: Decoder, x_shown: torch.Tensor, z_shown: np.ndarray | None,
-              grid: np.ndarray) -> dict[str, np.ndarray | None]:
-    """The plot snapshot: the learned manifold on the latent grid and the inferred latents of the shown points
-    (Procrustes-aligned to their true latents when known), as copied numpy arrays (never views of live tensors)."""
+def _snapshot(est: Estimator, decoder: Decoder, x_shown: torch.Tensor, z_shown: np.ndarray | None) -> Snapshot:
+    """The plot snapshot: the learned manifold raw and aligned to the truth (`ManifoldView`), and the inferred
+    latents of the shown points, raw and aligned onto their true latents when known (fresh numpy arrays)."""
     latents = est.inferred_latents(x_shown)
-    lat = None if latents is None else latents.detach().double().cpu().numpy().copy()
-    if lat is not None and z_shown is not None and lat.shape[1] == z_shown.shape[1]:
-        lat = procrustes_align(z_shown, lat)
-    return {"manifold": manifold(decoder, grid), "latents": lat}
+    raw = None if latents is None else latents.detach().double().cpu().numpy().copy()
+    view = manifold_view(decoder, z_shown, raw)
+    aligned = raw if view.latent_map is None or raw is None else view.latent_map.to_truth(raw)
+    return Snapshot(view, aligned, raw)

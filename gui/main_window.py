@@ -1,7 +1,7 @@
 """The main window: docks in data-flow order (Model, Estimator, Training), live plots, the results table,
 menus, the run controls and the status bar.
 
-One `RunConfig` (self.config) is the state of the settings: each panel edits one of its sections, a run
+One `RunConfig` (self.session.config) is the state of the settings: each panel edits one of its sections, a run
 gets a deep copy, the worker hands it to the engine, and one `RunResult` comes back into the results
 table. The engine runs only in the worker thread (gui/worker.py, tasks in gui/tasks.py).
 """
@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyqtgraph as pg
-import pyqtgraph.exporters
 from PySide6.QtCore import QCoreApplication, QRect, QSize, Qt, QTimer, QUrl, Slot
 from PySide6.QtGui import (
     QAction,
@@ -23,21 +20,17 @@ from PySide6.QtGui import (
     QDesktopServices,
     QGuiApplication,
     QKeySequence,
-    QPainter,
     QResizeEvent,
     QShowEvent,
 )
-from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import (
     QDockWidget,
-    QFileDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
     QScrollArea,
     QSizePolicy,
     QSplitter,
-    QStackedWidget,
     QTabWidget,
     QToolBar,
     QVBoxLayout,
@@ -45,28 +38,28 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import ConfigError, RunConfig
-from engine.display import split_problem
-from engine.estimator_table import INFO, SAMPLING_ESTIMATORS
-from engine.storage import atomic_write_text
+from engine.progress import ScoringProgress, TrainingProgress
 from engine.trainer import resolve_device
 
 from . import dialogs, tasks
 from .collector import settle_garbage_collector
+from .files import FileActions
 from .panels.estimator_panel import EstimatorPanel
 from .panels.fields import config_message
 from .panels.model_panel import ModelPanel, preset_files
 from .panels.training_panel import TrainingPanel
-from .plots.common import RedrawClock, run_colour
+from .plots.common import RedrawClock
 from .plots.comparison import ComparisonChart, SelectMDialog
-from .plots.curves import CurvesView, History
+from .plots.curves import CurvesView
 from .plots.data_view import DataView, SamplesView
 from .plots.latent_view import LatentView
 from .plots.posterior_view import PosteriorView
 from .plots.results import ResultsModel, ResultsTable, RunRecord, scoring_note
+from .session import Session, objective_label
 from .settings import (
+    ALIGN_FITS,
     GEOMETRY,
     LAST_CONFIG,
-    LAST_DIR,
     LOG_SIGMA,
     PAIR_FIRST,
     PAIR_SECOND,
@@ -77,6 +70,7 @@ from .settings import (
 )
 from .state import ACTIVE, ENABLED, RunState
 from .status import StatusView
+from .tasks import Paused
 from .worker import RunController
 
 APP_NAME = "NLICA Lab"
@@ -87,25 +81,8 @@ TASK_TITLES = {"generate": "Generating data", "import": "Importing data", "expor
                "select_m": "Choosing m"}
 MAX_SELECT_M = 6  # "Choose m from the data" fits m = 1..min(n - 1, this), as select-m does
 PANEL_TITLES = ("Model", "Estimator", "Training", "Training")  # of the forms, in the order of self.forms
-LARGE_K = 1000  # importance samples per point above which a step is slow (a warning, not an error)
 PREFERRED_SIZE = QSize(1680, 1020)  # the window's first size on a screen with room for it
 SCREEN_SHARE = 0.94  # of the screen's free area the first window takes at most (its frame needs the rest)
-
-
-@dataclass
-class LiveRun:
-    """The run being trained: its number and colour, and the plot setup from its first snapshot."""
-
-    run_id: int
-    colour: str
-    estimator: str = ""
-    setup: dict[str, Any] | None = None
-    scoring: bool = False  # training has ended and the held-out points are being scored
-
-
-def objective_label(estimator: str) -> str:
-    """What the estimator's training objective is (a live run names its own, e.g. with its K)."""
-    return INFO[estimator].objective if estimator in INFO else ""
 
 
 def _cuda_reason() -> str | None:
@@ -113,22 +90,6 @@ def _cuda_reason() -> str | None:
     if resolve_device("auto").type == "cuda":
         return None
     return "CUDA is not available: torch.cuda.is_available() is False (a CPU build of torch, or no GPU)"
-
-
-def export_svg(widget: QWidget, path: str) -> None:
-    """The widget as vector graphics. (pyqtgraph 0.14's SVGExporter cannot parse the paths Qt 6.12 writes.)"""
-    generator = QSvgGenerator()
-    generator.setFileName(path)
-    generator.setSize(widget.size())
-    generator.setViewBox(widget.rect())
-    generator.setTitle(APP_NAME)
-    painter = QPainter(generator)
-    try:
-        widget.render(painter)
-    finally:
-        painter.end()
-    if not Path(path).exists():
-        raise OSError("the SVG file was not written")
 
 
 def initial_geometry(available: QRect, preferred: QSize = PREFERRED_SIZE) -> QRect:
@@ -202,25 +163,19 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.setWindowTitle(APP_NAME)
         self.settings = settings if settings is not None else Settings()
-        self.config = self._restored_config()
+        self.session = Session(self._restored_config())
         self.controller = RunController(self)
-        self.state = RunState.IDLE
-        self.data: tasks.DataBundle | None = None
-        self.results = ResultsModel()
-        self.live: LiveRun | None = None
-        self.selected_run: int | None = None
+        self.results = ResultsModel(self.session)
         self.problem = ""  # why Start is refused, in the panels' words ('' when it is not)
         self.problem_detail = ""  # the same with the config's field names
         self._preset: tuple[str, RunConfig] | None = None  # the preset loaded last, as loaded
-        self._next_run_id = 1
-        self._sample_seed = 0
         self._closing = False
         self._saved_pair: tuple[int, int] | None = None
         self._shown_once = False
         self._cuda_reason = _cuda_reason()
-        self._m_auto = False  # imported data need an m and the user has not set one since: Start suggests it
         self.select_m_dialog: SelectMDialog | None = None
 
+        self.files = FileActions(self)
         self._build_panels()
         self._build_plots()
         self._build_actions()
@@ -231,6 +186,7 @@ class MainWindow(QMainWindow):
         self.controller.progress.connect(self._on_progress)
         self.controller.failed.connect(self._on_task_failed)
         self.controller.busy_changed.connect(self._on_busy_changed)
+        self.session.subscribe(self._on_session)
         self._restore_view_settings()
         self._preset = self._matching_preset()
         self._on_edited()
@@ -238,9 +194,9 @@ class MainWindow(QMainWindow):
 
     # ---------------------------------------------------------------------------------------- building
     def _build_panels(self) -> None:
-        c = self.config
+        c = self.session.config
         self.model_panel = ModelPanel(c.simulation)
-        self.estimator_panel = EstimatorPanel(c.estimator, lambda: self.config.decoder.m)
+        self.estimator_panel = EstimatorPanel(c.estimator, lambda: self.session.config.decoder.m)
         self.training_panel = TrainingPanel(c.decoder, c.training, self._cuda_reason)
         self.forms = [self.model_panel.form, self.estimator_panel.form, self.training_panel.decoder_form,
                       self.training_panel.training_form]
@@ -248,7 +204,7 @@ class MainWindow(QMainWindow):
             panel.edited.connect(self._on_edited)
         self.model_panel.preset_requested.connect(self.load_preset)
         self.model_panel.generate_requested.connect(self.generate)
-        self.model_panel.import_requested.connect(self.import_data)
+        self.model_panel.import_requested.connect(self.files.import_data)
         self.training_panel.decoder_form.fields["m"].edited.connect(self._on_m_edited)
 
         self.docks: dict[str, QDockWidget] = {}
@@ -310,7 +266,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
         self.resizeDocks([dock], [170], Qt.Orientation.Vertical)
 
-    def _action(self, text: str, slot: Callable[[], Any], shortcut: str | QKeySequence.StandardKey = "",
+    def make_action(self, text: str, slot: Callable[[], Any], shortcut: str | QKeySequence.StandardKey = "",
                 tip: str = "") -> QAction:
         action = QAction(text, self)
         if shortcut:
@@ -321,19 +277,26 @@ class MainWindow(QMainWindow):
         return action
 
     def _build_actions(self) -> None:
-        self.start_action = self._action("Start", self.start, "Ctrl+R", "Start a new run with these settings")
-        self.pause_action = self._action("Pause", self.toggle_pause, "Ctrl+P", "Pause or resume the run")
-        self.step_action = self._action("Step", self.step, "Ctrl+T",
+        self.start_action = self.make_action("Start", self.start, "Ctrl+R", "Start a new run with these settings")
+        self.pause_action = self.make_action("Pause", self.toggle_pause, "Ctrl+P", "Pause or resume the run")
+        self.step_action = self.make_action("Step", self.step, "Ctrl+T",
                                         "One optimiser step, then pause (starts a paused run if none)")
-        self.stop_action = self._action("Stop", self.stop, "Ctrl+.",
+        self.stop_action = self.make_action("Stop", self.stop, "Ctrl+.",
                                         "Stop the run; it is scored and kept in the results table (Stop "
                                         "during the scoring ends it; the trained run is kept)")
-        self.reset_action = self._action("Reset", self.reset, "", "Clear the live plots")
-        self.choose_m_action = self._action(
+        self.reset_action = self.make_action("Reset", self.reset, "", "Clear the live plots")
+        self.choose_m_action = self.make_action(
             "Choose m from the data", self.choose_m, "Ctrl+M",
             f"Fit m = 1..min(n - 1, {MAX_SELECT_M}) on the data in use (direct MLE: adaptive quadrature up to m = 3, "
             "importance sampling above), keep every run, and set m to the smallest within one paired standard "
             "error of the best held-out log-likelihood (Stop ends the series)")
+        self.align_action = QAction("Align fits to the truth", self)
+        self.align_action.setCheckable(True)
+        self.align_action.setChecked(True)
+        self.align_action.setStatusTip("The latents are identified only up to rotation: draw each fit's g_θ, "
+                                       "latents and samples through the Procrustes map of its latents onto the "
+                                       "true ones (unchecked: as fitted)")
+        self.align_action.toggled.connect(self.set_aligned)
         self.run_actions = {"start": self.start_action, "pause": self.pause_action, "step": self.step_action,
                             "stop": self.stop_action, "reset": self.reset_action}
         bar = QToolBar("Run")
@@ -349,44 +312,41 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.problem_label)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
 
+    def set_aligned(self, aligned: bool) -> None:
+        """Draw fits through their Procrustes map onto the true latents (True) or as fitted."""
+        for view in (self.data_view, self.latent_view, self.samples_view):
+            view.set_aligned(aligned)
+
     def _build_menus(self) -> None:
         files = self.menuBar().addMenu("&File")
-        self.file_actions = {
-            "open_config": self._action("Open config…", self.open_config, QKeySequence.StandardKey.Open),
-            "save_config": self._action("Save config…", self.save_config, QKeySequence.StandardKey.Save),
-            "import_data": self._action("Import data (CSV/NPZ)…", self.import_data),
-            "export_data": self._action("Export data (CSV/NPZ)…", self.export_data),
-            "open_run": self._action("Open run…", self.open_run, "",
-                                     "Open a run folder saved by NLICA Lab (run.json + safetensors)"),
-            "save_run": self._action("Save run…", self.save_run, "", "Save the selected run as a folder"),
-            "export_results": self._action("Export results table (CSV)…", self.export_results),
-        }
         for key in ("open_config", "save_config", None, "import_data", "export_data", None, "open_run",
                     "save_run", None):
             if key is None:
                 files.addSeparator()
             else:
-                files.addAction(self.file_actions[key])
+                files.addAction(self.files.actions[key])
         plots = files.addMenu("Export plot (PNG/SVG)")
         for title, widget in (("Data view…", self.data_view.widget), ("Latent view…", self.latent_view.widget),
                               ("Training curves…", self.curves.glw), ("Samples…", self.samples_view.widget),
                               ("Posterior…", self.posterior_view.stack)):
-            plots.addAction(self._action(title, lambda _checked=False, w=widget, t=title:
-                                         self.export_plot(w, t.rstrip("…"))))
-        files.addAction(self.file_actions["export_results"])
+            plots.addAction(self.make_action(title, lambda _checked=False, w=widget, t=title:
+                                         self.files.export_plot(w, t.rstrip("…"))))
+        files.addAction(self.files.actions["export_results"])
         files.addSeparator()
-        files.addAction(self._action("Quit", self.close, QKeySequence.StandardKey.Quit))
+        files.addAction(self.make_action("Quit", self.close, QKeySequence.StandardKey.Quit))
         run = self.menuBar().addMenu("&Run")
         for action in self.run_actions.values():
             run.addAction(action)
         run.addSeparator()
         run.addAction(self.choose_m_action)
         view = self.menuBar().addMenu("&View")
+        view.addAction(self.align_action)
+        view.addSeparator()
         for dock in self.docks.values():
             view.addAction(dock.toggleViewAction())
         helpm = self.menuBar().addMenu("&Help")
-        helpm.addAction(self._action("User guide", self._show_guide))
-        helpm.addAction(self._action("About", self._about))
+        helpm.addAction(self.make_action("User guide", self._show_guide))
+        helpm.addAction(self.make_action("About", self._about))
 
     # ---------------------------------------------------------------------------------------- settings
     def _restored_config(self) -> RunConfig:
@@ -411,6 +371,7 @@ class MainWindow(QMainWindow):
             self.fit_to_screen()
         self.samples_view.count.setValue(self.settings.get_int(SAMPLE_COUNT, 1000))
         self.curves.log_sigma.setChecked(self.settings.get_bool(LOG_SIGMA, False))
+        self.align_action.setChecked(self.settings.get_bool(ALIGN_FITS, True))
         self._saved_pair = (self.settings.get_int(PAIR_FIRST, 0), self.settings.get_int(PAIR_SECOND, 1))
 
     def fit_to_screen(self, available: QRect | None = None) -> None:
@@ -444,21 +405,15 @@ class MainWindow(QMainWindow):
         s.set(GEOMETRY, self.saveGeometry())
         s.set(WINDOW_FRAME, self.frameGeometry())
         s.set(WINDOW_STATE, self.saveState())
-        s.set(LAST_CONFIG, self.config.to_json())
+        s.set(LAST_CONFIG, self.session.config.to_json())
         s.set(SAMPLE_COUNT, self.samples_view.count.value())
         s.set(LOG_SIGMA, self.curves.log_sigma.isChecked())
+        s.set(ALIGN_FITS, self.align_action.isChecked())
         if self._saved_pair is None:  # else no data of n >= 2 came: the saved pair stays
             first, second = self.data_view.pairs.last_pair()
             s.set(PAIR_FIRST, first)
             s.set(PAIR_SECOND, second)
         s.sync()
-
-    def _last_dir(self) -> str:
-        return self.settings.get_str(LAST_DIR, str(Path.home()))
-
-    def _remember_dir(self, path: str) -> None:
-        p = Path(path)
-        self.settings.set(LAST_DIR, str(p if p.is_dir() else p.parent))
 
     # -------------------------------------------------------------------------------------- validation
     @Slot()
@@ -471,7 +426,7 @@ class MainWindow(QMainWindow):
                                       if self.problem else "")
         self._update_data_label()
         self._show_preset()
-        device = self.config.training.device
+        device = self.session.config.training.device
         self.status.set_device(resolve_device("auto").type if device == "auto" else device)
         self._update_controls()
 
@@ -489,11 +444,11 @@ class MainWindow(QMainWindow):
         problems = [(path, msg) for form in self.forms for path, msg in form.parse_problems()]
         err: ConfigError | None = None
         try:
-            self.config.validate()
+            self.session.config.validate()
         except ConfigError as exc:
             err = exc
         if err is None:
-            err = self._split_problem()
+            err = self.session.split_problem()
         for form in self.forms:
             form.show_config_error(err)
         if err is not None:
@@ -503,38 +458,9 @@ class MainWindow(QMainWindow):
         path, message = problems[0]
         return f"{self._field_name(path)}: {message}", f"{path}: {message}"
 
-    def _data_in_use(self) -> tasks.DataBundle | None:
-        """The data the next run trains on, if they exist already (else Start draws them from the settings)."""
-        return None if self._data_stale() else self.data
-
-    def _split_problem(self) -> ConfigError | None:
-        """Too few points for the held-out split (N = 2): said at N (or at the fraction, for imported data)."""
-        data = self._data_in_use()
-        if data is None:
-            return split_problem(self.config.simulation.samples, self.config.training.val_fraction,
-                                 "simulation.samples")
-        return split_problem(len(data.dataset), self.config.training.val_fraction, "training.val_fraction")
-
     def _show_warnings(self) -> None:
-        """Legal settings that work badly, said beside their fields (they do not block Start)."""
-        c = self.config
-        warnings: dict[str, str] = {}
-        sim = c.simulation
-        if sim.m > sim.n:
-            warnings["simulation.m"] = (f"m = {sim.m} > n = {sim.n}: more latents than coordinates, so z cannot be "
-                                        "recovered from x")
-        data = self._data_in_use()
-        n = data.dataset.n if data is not None else sim.n
-        if self._m_auto and data is not None and data.needs_m:
-            warnings["decoder.m"] = ("no true model: Start fits PPCA's suggestion of m (set m here, or Run → "
-                                     "Choose m from the data)")
-        elif c.decoder.m > n:
-            warnings["decoder.m"] = (f"fitted m = {c.decoder.m} > n = {n} of the data: the extra latents are not "
-                                     "identified, and cost time")
-        k, batch = c.estimator.samples, c.training.batch_size
-        if c.estimator.name in SAMPLING_ESTIMATORS and k > LARGE_K:
-            warnings["estimator.samples"] = (f"K = {k:,}: a step passes B × K = {batch * k:,} points through g_θ, "
-                                             f"slowly (K up to {LARGE_K:,} is usual)").replace(",", " ")
+        """Legal settings that work badly (`Session.warnings`), said beside their fields (they do not block Start)."""
+        warnings = self.session.warnings()
         for form in self.forms:
             form.show_warnings(warnings)
 
@@ -545,7 +471,7 @@ class MainWindow(QMainWindow):
                 config = RunConfig.from_json(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, ConfigError):
                 continue
-            if config == self.config:
+            if config == self.session.config:
                 return path.stem, config
         return None
 
@@ -555,54 +481,43 @@ class MainWindow(QMainWindow):
             self.model_panel.show_preset(None)
         else:
             name, config = self._preset
-            self.model_panel.show_preset(name, modified=config != self.config)
+            self.model_panel.show_preset(name, modified=config != self.session.config)
 
     def _simulation_problem(self) -> str:
         problems = [f"{self._field_name(p)}: {m}" for p, m in self.model_panel.form.parse_problems()]
         try:
-            self.config.simulation.validate()
+            self.session.config.simulation.validate()
         except ConfigError as exc:
             problems.append(f"{self._field_name(exc.field)}: {config_message(exc)}")
         return problems[0] if problems else ""
 
-    def _data_stale(self) -> bool:
-        """Simulated data drawn with other settings than the current ones (imported data never is)."""
-        if self.data is None:
-            return True
-        return self.data.simulation is not None and self.data.simulation != self.config.simulation
-
     def _update_data_label(self) -> None:
-        if self.data is None:
+        if self.session.data is None:
             self.model_panel.set_data_text("No data yet: Generate, or Start (which generates first).", False)
         else:
-            self.model_panel.set_data_text(self.data.summary, self._data_stale())
-        imported = self.data is not None and self.data.simulation is None
-        self.model_panel.set_source(self.data.summary if imported else None)
+            self.model_panel.set_data_text(self.session.data.summary, self.session.data_stale())
+        imported = self.session.data is not None and self.session.data.simulation is None
+        self.model_panel.set_source(self.session.data.summary if imported else None)
 
     # ------------------------------------------------------------------------------ state and controls
-    def _set_state(self, state: RunState) -> None:
-        self.state = state
-        self.status.set_state(state)
-        self._update_controls()
-
     @Slot(bool)
     def _on_busy_changed(self, busy: bool) -> None:
         self._update_controls()
 
     def _update_controls(self) -> None:
         busy = self.controller.busy
-        enabled = ENABLED[self.state]
+        enabled = ENABLED[self.session.state]
         can_start = not busy and not self.problem
         self.start_action.setEnabled("start" in enabled and can_start)
-        self.step_action.setEnabled("step" in enabled and (self.state == RunState.PAUSED or can_start))
+        self.step_action.setEnabled("step" in enabled and (self.session.state == RunState.PAUSED or can_start))
         self.pause_action.setEnabled("pause" in enabled)
-        self.pause_action.setText("Resume" if self.state == RunState.PAUSED else "Pause")
+        self.pause_action.setText("Resume" if self.session.state == RunState.PAUSED else "Pause")
         self.stop_action.setEnabled("stop" in enabled)
         self.reset_action.setEnabled("reset" in enabled and not busy)
-        self.choose_m_action.setEnabled("start" in enabled and can_start and self._data_in_use() is not None)
+        self.choose_m_action.setEnabled("start" in enabled and can_start and self.session.data_in_use() is not None)
         self.model_panel.set_busy(busy)
-        record = self._selected_record()
-        truth = self.data is not None and self.data.dataset.truth is not None
+        record = self.session.selected_record()
+        truth = self.session.data is not None and self.session.data.dataset.truth is not None
         self.samples_view.set_enabled(record is not None and not busy, truth and not busy)
         if record is None:
             self.posterior_view.set_available(False, "Train or open a run first (it is chosen in the results "
@@ -611,11 +526,11 @@ class MainWindow(QMainWindow):
             self.posterior_view.set_available(False, f"The posterior grid needs m ≤ 2 (this run: "
                                                      f"m = {record.decoder.m}).")
         else:
-            self.posterior_view.set_available(not busy and self.data is not None, "")
-        fa = self.file_actions
+            self.posterior_view.set_available(not busy and self.session.data is not None, "")
+        fa = self.files.actions
         for key in ("import_data", "open_run"):
             fa[key].setEnabled(not busy)
-        fa["export_data"].setEnabled(not busy and self.data is not None)
+        fa["export_data"].setEnabled(not busy and self.session.data is not None)
         fa["save_run"].setEnabled(not busy and record is not None and record.result is not None)
         fa["export_results"].setEnabled(bool(self.results.records))
 
@@ -629,120 +544,110 @@ class MainWindow(QMainWindow):
         if self.problem:
             self.statusBar().showMessage(f"Cannot start: {self.problem}", 8000)
             return
-        if self.controller.busy or self.state in ACTIVE:
+        if self.controller.busy or self.session.state in ACTIVE:
             return
-        config = copy.deepcopy(self.config)
-        data = self._data_in_use()
-        run_id, self._next_run_id = self._next_run_id, self._next_run_id + 1
-        colour = run_colour(run_id - 1).name()
+        config = copy.deepcopy(self.session.config)
+        data = self.session.data_in_use()
         estimator = config.estimator.name
-        name = f"#{run_id} {estimator}"
-        self.live = LiveRun(run_id, colour, estimator)
+        live = self.session.begin_run(estimator)
+        colour, name = live.colour, live.name
         self.curves.start_live(colour, objective_label(estimator), config.training.steps, name)
-        self.data_view.set_learned(None, None)
+        self.data_view.set_learned(None)
         self.data_view.set_learned_colour(colour, f"g_θ of {name}")
         # the last run's latents go now, not at this run's first snapshot (seconds away; then in this colour)
         self.latent_view.set_true(data.z_shown if data is not None else None, estimator)
         self.latent_view.set_colour(colour)
         self.status.start(config.training.steps, config.training.time_limit,
                           "drawing the data" if data is None else "building the model")
-        suggest = self._m_auto and data is not None and data.needs_m
-        self.controller.start("train", tasks.train(config, data, suggest), self._on_trained, paused=paused)
-        self._set_state(RunState.PAUSED if paused else RunState.RUNNING)
-        self.statusBar().showMessage(f"Run #{run_id}: {config.estimator.name}", 4000)
+        self.controller.start("train", tasks.train(config, data, self.session.suggests_m()), self._on_trained,
+                              paused=paused)
+        self.session.move_to(RunState.PAUSED if paused else RunState.RUNNING)
+        self.statusBar().showMessage(f"Run {name}", 4000)
 
     @Slot()
     def toggle_pause(self) -> None:
-        if self.state == RunState.RUNNING:
+        if self.session.state == RunState.RUNNING:
             self.controller.pause()
-            self._set_state(RunState.PAUSED)
-        elif self.state == RunState.PAUSED:
+            self.session.move_to(RunState.PAUSED)
+        elif self.session.state == RunState.PAUSED:
             self.controller.resume()
-            self._set_state(RunState.RUNNING)
+            self.session.move_to(RunState.RUNNING)
 
     @Slot()
     def step(self) -> None:
-        if self.state == RunState.PAUSED:
+        if self.session.state == RunState.PAUSED:
             self.controller.step_once()
-        elif "step" in ENABLED[self.state] and not self.controller.busy:
+        elif "step" in ENABLED[self.session.state] and not self.controller.busy:
             self._start_run(paused=True)
-            if self.state == RunState.PAUSED:
+            if self.session.state == RunState.PAUSED:
                 self.controller.step_once()
 
     @Slot()
     def stop(self) -> None:
         """Stop training (the run is then scored), or the scoring (the trained run is kept)."""
-        if self.state in (RunState.RUNNING, RunState.PAUSED, RunState.SCORING):
+        if self.session.state in (RunState.RUNNING, RunState.PAUSED, RunState.SCORING):
             self.controller.stop()
-            self._set_state(RunState.STOPPING)
+            self.session.move_to(RunState.STOPPING)
 
     @Slot()
     def reset(self) -> None:
         """Clear the live plots: g_θ, inferred latents, samples, the chosen point and its posterior."""
-        self.data_view.set_learned(None, None)
+        self.data_view.set_learned(None)
         self.data_view.set_selected(None)
-        self.latent_view.set_true(self.data.z_shown if self.data is not None else None, "")
-        self.samples_view.set_data(self.data)
+        self.latent_view.set_true(self.session.data.z_shown if self.session.data is not None else None, "")
+        self.samples_view.set_data(self.session.data)
         self.posterior_view.set_result(None)
         self.side_tabs.setCurrentWidget(self.latent_view)
         self.curves.end_live()
         self.status.start(0)
-        self._set_state(RunState.IDLE)
+        self.session.move_to(RunState.IDLE)
 
     @Slot(object)
-    def _on_progress(self, info: dict[str, Any]) -> None:
-        phase = info.get("phase")
-        if phase == "data":
-            self._set_data(info["data"])
-            return
-        if phase == "truth":
-            if self.data is not None:
-                self.data.truth_score = info["truth"]
-            self._show_truth(info["truth"])
-            return
-        if phase == "m":
-            self._take_m(info["suggestion"].m, info["suggestion"].note)
-            return
-        if phase == "select_m":
-            self._on_select_progress(info)
-            return
-        if phase == "select_m_run":
-            self._on_select_run(info["run"])
-            return
-        live = self.live
-        if phase == "evaluating" and live is not None and not live.scoring:
-            live.scoring = True  # Stop now stops the scoring, even after a Stop that ended the training
-            if self.state in (RunState.RUNNING, RunState.PAUSED, RunState.STOPPING) and not self._closing:
-                self._set_state(RunState.SCORING)
-        if phase is not None:  # "paused" or "evaluating"
-            self.status.set_progress(info)
-            return
+    def _on_progress(self, p: Any) -> None:
+        """One progress record of the task in the worker (engine/progress.py, gui/tasks.py, worker.Paused)."""
+        match p:
+            case tasks.DataDrawn():
+                self.session.set_data(p.data)
+            case tasks.TruthScored():
+                if self.session.data is not None:
+                    self.session.data.truth_score = p.truth
+                self._show_truth(p.truth)
+            case tasks.MSuggested():
+                self._take_m(p.suggestion.m, p.suggestion.note)
+            case tasks.SelectMProgress():
+                self._on_select_progress(p)
+            case tasks.SelectMRun():
+                self._on_select_run(p.run)
+            case ScoringProgress():
+                self.session.scoring_began(move=not self._closing)
+                self.status.set_progress(p)
+            case Paused():
+                self.status.set_progress(p)
+            case TrainingProgress():
+                self._on_training_progress(p)
+
+    def _on_training_progress(self, p: TrainingProgress) -> None:
+        live = self.session.live
         if live is None:
             return
-        setup = info.get("setup")
-        if live.setup is None and setup is not None:
-            live.setup = setup
-            self.latent_view.set_true(setup["z_true_shown"], setup["estimator"])
-            self.curves.set_objective_label(setup["objective_label"])
-        if "manifold" in info:  # a plot snapshot (a few a second; the curves get every progress dict)
-            grid = info.get("manifold_grid", live.setup["grid"] if live.setup is not None else None)
-            self.data_view.set_learned(grid, info["manifold"])
-            self.latent_view.set_inferred(info["latents"])
-        self.curves.add_rows(info.get("history_rows", []))
-        fraction = info.get("fraction", 0.0)
-        if info.get("time_limit") is not None and fraction > 0:
-            self.curves.expect_steps(info["step"] / fraction)
-        self.status.set_progress(info)
+        if live.setup is None and p.setup is not None:
+            live.setup = p.setup
+            self.latent_view.set_true(p.setup.z_true_shown, p.setup.estimator)
+            self.curves.set_objective_label(p.setup.objective_label)
+        if p.snapshot is not None:  # a plot snapshot (a few a second; the curves get every progress)
+            self.data_view.set_learned(p.snapshot.manifold)
+            self.latent_view.set_inferred(p.snapshot.latents, p.snapshot.latents_raw)
+        self.curves.add_rows(p.history_rows)
+        if p.time_limit is not None and p.fraction > 0:
+            self.curves.expect_steps(p.step / p.fraction)
+        self.status.set_progress(p)
 
     def _on_trained(self, trained: tasks.TrainedRun) -> None:
-        live = self.live
-        self.live = None
+        live = self.session.end_run()
         if live is None:
             return
         result = trained.result
-        objective = (live.setup or {}).get("objective_label") or objective_label(live.estimator)
-        record = self._record_of(trained, live.run_id, live.colour, objective)
-        self._add_record(record)
+        record = self.session.add_trained(trained, live)
         self.curves.set_true_loglik(result.metrics.get("true_heldout_loglik"))
         self.status.finish(result.steps_done, result.wall_time)  # the table's time, not the last progress's
         warnings = result.metrics.get("warnings", [])
@@ -756,23 +661,12 @@ class MainWindow(QMainWindow):
         if result.status == "failed":
             self._fail(f"Run #{record.run_id} failed", result.message, "\n".join(warnings))
         else:
-            self._set_state(RunState.DONE)
-
-    def _record_of(self, trained: tasks.TrainedRun, run_id: int, colour: str, objective: str) -> RunRecord:
-        result, data = trained.result, self.data
-        return RunRecord(run_id, colour, result.config, result.metrics,
-                         History.from_rows(result.history), result.status, result.message,
-                         data.summary if data is not None else "", result=result,
-                         data_label=data.label if data is not None else "",
-                         imported_from=data.imported_from if data is not None else "",
-                         objective_label=objective,
-                         manifold=None if trained.grid is None else (trained.grid, trained.manifold))
+            self.session.move_to(RunState.DONE)
 
     def _take_m(self, m: int, note: str) -> None:
         """m for the next runs, set by the app (PPCA's suggestion, or the choice from the data), said beside
         the m field and in the status bar."""
-        self.config.decoder.m = m
-        self._m_auto = False
+        self.session.take_m(m)
         field = self.training_panel.decoder_form.fields["m"]
         field.set_value(m)
         self._on_edited()
@@ -784,41 +678,36 @@ class MainWindow(QMainWindow):
     def choose_m(self) -> None:
         """Fit m = 1..M on the data in use (`tasks.select_m`), each run kept in the table; the chart and the
         chosen m at the end."""
-        data = self._data_in_use()
+        data = self.session.data_in_use()
         if self.problem:
             self.statusBar().showMessage(f"Cannot start: {self.problem}", 8000)
             return
         if data is None:
             self.statusBar().showMessage("Choose m: generate or import data first", 8000)
             return
-        if self.controller.busy or self.state in ACTIVE:
+        if self.controller.busy or self.session.state in ACTIVE:
             return
         max_m = min(max(data.dataset.n - 1, 1), MAX_SELECT_M)
-        config = copy.deepcopy(self.config)
+        config = copy.deepcopy(self.session.config)
         self.curves.end_live()
         self.status.start(config.training.steps, config.training.time_limit, "building the model")
         self.controller.start("select_m", tasks.select_m(config, data, max_m), self._on_m_selected)
-        self._set_state(RunState.RUNNING)
+        self.session.move_to(RunState.RUNNING)
         self.statusBar().showMessage(f"Choosing m: m = 1 … {max_m}", 4000)
 
-    def _on_select_progress(self, info: dict[str, Any]) -> None:
-        k, of, m = info["k"], info["of"], info["m"]
-        doing = "scoring" if info.get("scoring") else f"step {info.get('step', 0)} / {info.get('steps', 0)}"
-        self.statusBar().showMessage(f"Choosing m: m {k} of {of} (m = {m}), {doing}")
-        self.status.set_progress({"step": info.get("step", 0), "steps": info.get("steps", 0),
-                                  "fraction": (k - 1 + float(info.get("fraction", 0.0))) / of})
+    def _on_select_progress(self, p: tasks.SelectMProgress) -> None:
+        doing = "scoring" if p.scoring else f"step {p.step} / {p.steps}"
+        self.statusBar().showMessage(f"Choosing m: m {p.k} of {p.of} (m = {p.m}), {doing}")
+        self.status.set_series(p.step, p.steps, (p.k - 1 + p.fraction) / p.of)
 
     def _on_select_run(self, trained: tasks.TrainedRun) -> None:
-        run_id, self._next_run_id = self._next_run_id, self._next_run_id + 1
-        estimator = trained.result.config.estimator.name
-        self._add_record(self._record_of(trained, run_id, run_colour(run_id - 1).name(),
-                                         objective_label(estimator)))
+        self.session.add_trained(trained)
         self.curves.set_true_loglik(trained.result.metrics.get("true_heldout_loglik",
                                                                self.comparison.truth_value))
 
     def _on_m_selected(self, selected: tasks.SelectedM) -> None:
         self.status.finish(self.status.step, self.status.elapsed)
-        self._set_state(RunState.DONE)
+        self.session.move_to(RunState.DONE)
         stopped = " (stopped: the m fitted so far)" if selected.stopped else ""
         if selected.choice is None or selected.chart is None:
             self.statusBar().showMessage(f"Choose m: no m was scored{stopped}; m is unchanged", 15000)
@@ -833,15 +722,22 @@ class MainWindow(QMainWindow):
         if not self._closing:
             self.select_m_dialog.show()
 
-    def _add_record(self, record: RunRecord) -> None:
-        self.results.add(record)
-        self.comparison.set_records(self.results.records)
-        self.curves.end_live()
-        self._set_overlay(record, record.checked)
-        self.results_table.select_run(record.run_id)
-        self.selected_run = record.run_id
-        self._show_learned(record)
-        self._update_controls()
+    def _on_session(self, event: str, value: Any) -> None:
+        """Draw what the session says has changed (gui/session.py's events)."""
+        if event == "state":
+            self.status.set_state(value)
+            self._update_controls()
+        elif event == "data":
+            self._show_data(value)
+        elif event == "record":
+            self.comparison.set_records(self.session.records)
+            self.curves.end_live()
+            self._set_overlay(value, value.checked)
+        elif event == "selection":
+            if value is not None:
+                self.results_table.select_run(value)
+            self._show_learned(self.session.record(value))
+            self._update_controls()
 
     def _set_overlay(self, record: RunRecord, on: bool) -> None:
         """A run's curves in the training plots, its final held-out score (all held-out points) a star."""
@@ -854,22 +750,22 @@ class MainWindow(QMainWindow):
     def _show_learned(self, record: RunRecord | None) -> None:
         """The data view draws the g_θ of the run selected in the table (none of a run fitted on data of
         another dimension); while a run trains, that run's."""
-        if self.live is not None:
+        if self.session.live is not None:
             return
-        fits = (record is not None and record.manifold is not None and self.data is not None
-                and record.decoder.n == self.data.dataset.n)
+        fits = (record is not None and record.manifold is not None and self.session.data is not None
+                and record.decoder.n == self.session.data.dataset.n)
         if fits:
-            self.data_view.set_learned(*record.manifold)
+            self.data_view.set_learned(record.manifold)
             self.data_view.set_learned_colour(record.colour, f"g_θ of {record.name}")
         else:
-            self.data_view.set_learned(None, None)
+            self.data_view.set_learned(None)
 
     @Slot(str, str)
     def _on_task_failed(self, message: str, details: str) -> None:
         kind = self.controller.kind
         title = f"{TASK_TITLES.get(kind, kind)} failed"
         if kind == "train":
-            self.live = None
+            self.session.end_run()
             self.curves.end_live()
             self._fail(title, message, details)
         elif kind == "select_m":
@@ -877,26 +773,26 @@ class MainWindow(QMainWindow):
         elif kind == "warmup":
             self.statusBar().showMessage(f"{title}: {message}", 10000)
         else:
-            self._show_error(title, message, details)
+            self.show_error(title, message, details)
 
     def _fail(self, title: str, message: str, details: str) -> None:
         """A run failed: FAILED while the error is on screen, then IDLE."""
-        self._set_state(RunState.FAILED)
-        box = self._show_error(title, message, details)
+        self.session.move_to(RunState.FAILED)
+        box = self.show_error(title, message, details)
         if box is None:
-            self._set_state(RunState.IDLE)
+            self.session.move_to(RunState.IDLE)
         else:
             box.finished.connect(self._after_error)
 
-    def _show_error(self, title: str, message: str, details: str = "") -> QMessageBox | None:
+    def show_error(self, title: str, message: str, details: str = "") -> QMessageBox | None:
         if self._closing:
             return None
         return dialogs.show_error(self, title, message, details)
 
     @Slot()
     def _after_error(self) -> None:
-        if self.state == RunState.FAILED:
-            self._set_state(RunState.IDLE)
+        if self.session.state == RunState.FAILED:
+            self.session.move_to(RunState.IDLE)
 
     @Slot()
     def _warm_up(self) -> None:
@@ -909,8 +805,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Ready", 3000)
 
     # --------------------------------------------------------------------------------------- the data
-    def _set_data(self, bundle: tasks.DataBundle) -> None:
-        self.data = bundle
+    def _show_data(self, bundle: tasks.DataBundle) -> None:
+        """New data in the session: every view shows them."""
         self.data_view.set_data(bundle)
         if self._saved_pair is not None and bundle.dataset.n >= 2:  # the last session's pair, if it is one here
             self.data_view.pairs.set_pair(*self._saved_pair)
@@ -921,11 +817,11 @@ class MainWindow(QMainWindow):
         truth = bundle.dataset.truth
         self.curves.set_true_sigma(truth.noise_sigma if truth is not None and truth.sigma_identified else None)
         self._show_truth(bundle.truth_score)
-        if self.live is None:
+        if self.session.live is None:
             self.latent_view.set_true(bundle.z_shown, "")
-            self.data_view.set_learned(None, None)
+            self.data_view.set_learned(None)
         else:  # drawn by Start: its latents now, not the last data's until the run's first snapshot
-            self.latent_view.set_true(bundle.z_shown, self.live.estimator)
+            self.latent_view.set_true(bundle.z_shown, self.session.live.estimator)
             self.status.set_starting("building the model")
         self._on_edited()  # what the settings say about the data in use (their n, the split) and the label
 
@@ -942,8 +838,8 @@ class MainWindow(QMainWindow):
     @Slot()
     def _on_m_edited(self) -> None:
         """The user set m: Start fits it, whatever the data."""
-        if self._m_auto:
-            self._m_auto = False
+        if self.session.m_auto:
+            self.session.m_auto = False  # Start fits the m set
             self._show_warnings()
 
     @Slot()
@@ -953,60 +849,20 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Cannot generate: {problem}", 8000)
             return
         if not self.controller.busy:
-            self.controller.start("generate", tasks.generate(copy.deepcopy(self.config.simulation),
-                                                             copy.deepcopy(self.config.training)),
-                                  self._set_data)
+            self.controller.start("generate", tasks.generate(copy.deepcopy(self.session.config.simulation),
+                                                             copy.deepcopy(self.session.config.training)),
+                                  self.session.set_data)
             self._update_controls()
 
-    @Slot()
-    def import_data(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import data", self._last_dir(),
-                                              "Data files (*.csv *.npz);;All files (*)")
-        if path:
-            self.import_data_from(path)
-
-    def import_data_from(self, path: str) -> None:
-        if self.controller.busy:
-            return
-        self._remember_dir(path)
-        self.controller.start("import", tasks.import_data(path, copy.deepcopy(self.config.training)),
-                              self._on_imported)
-
-    def _on_imported(self, bundle: tasks.DataBundle) -> None:
-        self._m_auto = bundle.needs_m  # no silent m: Start suggests one unless the user sets it first
-        self._set_data(bundle)
-
-    @Slot()
-    def export_data(self) -> None:
-        if self.data is None:
-            return
-        path, chosen = QFileDialog.getSaveFileName(self, "Export data", str(Path(self._last_dir()) / "data.npz"),
-                                                   "NumPy archive (*.npz);;CSV (*.csv)")
-        if path:
-            if Path(path).suffix.lower() not in (".npz", ".csv"):
-                path += ".csv" if "csv" in chosen.lower() else ".npz"
-            self.export_data_to(path)
-
-    def export_data_to(self, path: str) -> None:
-        if self.data is None or self.controller.busy:
-            return
-        self._remember_dir(path)
-        self.controller.start("export_data", tasks.export_data(path, self.data.dataset),
-                              lambda p: self.statusBar().showMessage(f"Data saved to {p}", 8000))
-
     # ----------------------------------------------------------------------------------- selected run
-    def _selected_record(self) -> RunRecord | None:
-        return None if self.selected_run is None else self.results.record(self.selected_run)
-
     @Slot(int)
     def _on_run_selected(self, run_id: int) -> None:
-        self.selected_run = run_id
-        self._show_learned(self.results.record(run_id))
-        self._update_controls()
+        if run_id != self.session.selected:
+            self.session.select(run_id)
 
     @Slot(int, bool)
     def _on_overlay_toggled(self, run_id: int, on: bool) -> None:
-        record = self.results.record(run_id)
+        record = self.session.record(run_id)
         if record is not None:
             self._set_overlay(record, on)
 
@@ -1019,165 +875,53 @@ class MainWindow(QMainWindow):
     def sample(self, source: str, count: int) -> None:
         if self.controller.busy:
             return
-        self._sample_seed += 1
+        seed = self.session.next_sample_seed()
         if source == "truth":
-            if self.data is None or self.data.dataset.truth is None:
+            if self.session.data is None or self.session.data.dataset.truth is None:
                 return
-            model, label = self.data.dataset.truth, "Samples from the true model"
+            model, label = self.session.data.dataset.truth, "Samples from the true model"
+            latent_map = None
         else:
-            record = self._selected_record()
+            record = self.session.selected_record()
             if record is None:
                 return
             model, label = record.decoder, f"Samples from run {record.name}"
-        self.controller.start("sample", tasks.sample(model, count, self._sample_seed, label),
+            latent_map = record.manifold.latent_map if record.manifold is not None else None
+        self.controller.start("sample", tasks.sample(model, count, seed, label, latent_map),
                               self.samples_view.set_samples)
 
     @Slot(int)
     def compute_posterior(self, index: int) -> None:
-        record = self._selected_record()
-        if record is None or self.data is None or self.controller.busy:
+        record = self.session.selected_record()
+        if record is None or self.session.data is None or self.controller.busy:
             return
-        if record.decoder.n != self.data.dataset.n:
-            self._show_error("Posterior", f"Run {record.name} models n = {record.decoder.n} coordinates but the "
-                                          f"data have n = {self.data.dataset.n}.")
+        if record.decoder.n != self.session.data.dataset.n:
+            self.show_error("Posterior", f"Run {record.name} models n = {record.decoder.n} coordinates but the "
+                                          f"data have n = {self.session.data.dataset.n}.")
             return
-        x = self.data.dataset.x[index]
+        x = self.session.data.dataset.x[index]
         self.data_view.set_selected(index)
-        self.controller.start("posterior", tasks.posterior(record.decoder, record.encoder, x, index,
-                                                           f"run {record.name}"),
+        self.controller.start("posterior", tasks.posterior(record.decoder, record.encoder, record.config.estimator,
+                                                           x, index, f"run {record.name}",
+                                                           seed=record.config.training.seed),
                               self.posterior_view.set_result)
 
     # ------------------------------------------------------------------------------------------ files
     def apply_config(self, config: RunConfig) -> None:
         """Show another config in the panels (after a preset or a config file)."""
-        self.config = config
+        self.session.config = config
         self.model_panel.bind(config.simulation)
         self.estimator_panel.bind(config.estimator)
         self.training_panel.bind(config.decoder, config.training)
         self._on_edited()
 
-    def _read_config(self, path: str) -> RunConfig | None:
-        try:
-            return RunConfig.from_json(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            self._show_error("Cannot open the config", f"{path}: {exc}")
-        except ConfigError as exc:
-            self._show_error("Cannot open the config", f"{Path(path).name}: {exc}")
-        return None
-
     @Slot(str)
     def load_preset(self, path: str) -> None:
-        config = self._read_config(path)
+        config = self.files.read_config(path)
         if config is not None:
             self._preset = (Path(path).stem, copy.deepcopy(config))
             self.apply_config(config)
             self.statusBar().showMessage(f"{Path(path).stem} loaded", 5000)
-
-    @Slot()
-    def open_config(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open config", self._last_dir(), "Run config (*.json)")
-        if path:
-            self._remember_dir(path)
-            self.load_preset(path)
-
-    @Slot()
-    def save_config(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save config", str(Path(self._last_dir()) / "config.json"),
-                                              "Run config (*.json)")
-        if path:
-            self.save_config_to(path if path.endswith(".json") else path + ".json")
-
-    def save_config_to(self, path: str) -> None:
-        self._remember_dir(path)
-        try:
-            atomic_write_text(path, self.config.to_json())
-        except OSError as exc:
-            self._show_error("Cannot save the config", f"{path}: {exc}")
-            return
-        self.statusBar().showMessage(f"Config saved to {path}", 6000)
-
-    @Slot()
-    def open_run(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open run (run.json in a run folder)", self._last_dir(),
-                                              "NLICA Lab run (run.json);;All files (*)")
-        if path:
-            self.open_run_from(path)
-
-    def open_run_from(self, path: str) -> None:
-        if self.controller.busy:
-            return
-        self._remember_dir(path)
-        self.controller.start("open_run", tasks.open_run(path, self.data), self._on_run_opened)
-
-    def _on_run_opened(self, opened: tasks.OpenedRun) -> None:
-        saved = opened.saved
-        run_id, self._next_run_id = self._next_run_id, self._next_run_id + 1
-        record = RunRecord(run_id, run_colour(run_id - 1).name(), saved.config, saved.metrics,
-                           History.from_rows(opened.history), str(saved.info.get("status", "done")),
-                           str(saved.info.get("message", "")), f"opened from {saved.path}", saved=saved,
-                           objective_label=objective_label(saved.config.estimator.name),
-                           manifold=None if opened.grid is None else (opened.grid, opened.manifold))
-        self._add_record(record)
-        self.statusBar().showMessage(f"Opened {saved.path} as run #{run_id}", 8000)
-
-    @Slot()
-    def save_run(self) -> None:
-        record = self._selected_record()
-        if record is None or record.result is None:
-            return
-        default = Path(self._last_dir()) / f"run-{record.run_id}-{record.estimator}"
-        path, _ = QFileDialog.getSaveFileName(self, "Save run as a folder", str(default), "Run folder (*)")
-        if path:
-            self.save_run_to(path)
-
-    def save_run_to(self, path: str) -> None:
-        record = self._selected_record()
-        if record is None or record.result is None or self.controller.busy:
-            return
-        self._remember_dir(str(Path(path).parent))
-        self.controller.start("save_run", tasks.save_trained_run(record.result, path),
-                              lambda p: self.statusBar().showMessage(f"Run saved to {p}", 8000))
-
-    def export_plot(self, widget: QWidget, title: str) -> None:
-        name = title.lower().replace(" ", "-")
-        path, chosen = QFileDialog.getSaveFileName(self, f"Export {title}", str(Path(self._last_dir()) / name),
-                                                   "PNG image (*.png);;SVG image (*.svg)")
-        if path:
-            if Path(path).suffix.lower() not in (".png", ".svg"):
-                path += ".svg" if "svg" in chosen.lower() else ".png"
-            self.export_plot_to(widget, path)
-
-    def export_plot_to(self, widget: QWidget, path: str) -> None:
-        """PNG (pyqtgraph's ImageExporter) or SVG (QSvgGenerator) of a plot widget, by suffix."""
-        self._remember_dir(path)
-        if isinstance(widget, QStackedWidget):  # the posterior: the page on show
-            widget = widget.currentWidget()
-        try:
-            if path.lower().endswith(".svg"):
-                export_svg(widget, path)
-            else:
-                item = widget.getPlotItem() if isinstance(widget, pg.PlotWidget) else widget.ci
-                pg.exporters.ImageExporter(item).export(fileName=path)
-        except OSError as exc:
-            self._show_error("Cannot export the plot", f"{path}: {exc}")
-            return
-        self.statusBar().showMessage(f"Plot saved to {path}", 6000)
-
-    @Slot()
-    def export_results(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export results", str(Path(self._last_dir()) / "results.csv"),
-                                              "CSV (*.csv)")
-        if path:
-            self.export_results_to(path if path.endswith(".csv") else path + ".csv")
-
-    def export_results_to(self, path: str) -> None:
-        self._remember_dir(path)
-        try:
-            atomic_write_text(path, self.results.to_csv())
-        except OSError as exc:
-            self._show_error("Cannot export the results", f"{path}: {exc}")
-            return
-        self.statusBar().showMessage(f"Results saved to {path}", 6000)
 
     def _show_guide(self) -> None:
         if not (USER_GUIDE.exists() and QDesktopServices.openUrl(QUrl.fromLocalFile(str(USER_GUIDE)))):
@@ -1193,8 +937,8 @@ class MainWindow(QMainWindow):
         """Stop any task and join its thread; a run stopped here (in training or in scoring) is kept in the
         table, unscored or partly scored."""
         if self.controller.busy:
-            if self.state in (RunState.RUNNING, RunState.PAUSED, RunState.SCORING):
-                self._set_state(RunState.STOPPING)
+            if self.session.state in (RunState.RUNNING, RunState.PAUSED, RunState.SCORING):
+                self.session.move_to(RunState.STOPPING)
             self.controller.shutdown()
         QCoreApplication.processEvents()
 

@@ -57,7 +57,7 @@ def shoot(widget: QWidget, path: Path) -> None:
 
 def run(window: MainWindow) -> None:
     window.start()
-    wait(lambda: window.state.value in ("done", "idle", "failed") and not window.controller.busy)
+    wait(lambda: window.session.state.value in ("done", "idle", "failed") and not window.controller.busy)
     settle()
 
 

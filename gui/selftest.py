@@ -18,7 +18,8 @@ import numpy as np
 def _checks() -> list[tuple[str, Callable[[], str]]]:
     import torch
 
-    from engine.config import ESTIMATORS, DecoderConfig, EstimatorConfig, RunConfig, SimulationConfig, TrainingConfig
+    from engine.config import DecoderConfig, EstimatorConfig, RunConfig, SimulationConfig, TrainingConfig
+    from engine.estimator_table import ESTIMATORS
     from engine.evaluate import heldout_loglik
     from engine.ppca import gaussian_loglik
     from engine.runs import fit, load_run, save_run

@@ -16,6 +16,7 @@ LAST_CONFIG = "run/last_config"
 LAST_DIR = "files/last_dir"
 SAMPLE_COUNT = "plots/sample_count"
 LOG_SIGMA = "plots/log_sigma"
+ALIGN_FITS = "plots/align_fits"
 PAIR_FIRST = "plots/pair_first"
 PAIR_SECOND = "plots/pair_second"
 

@@ -1,4 +1,4 @@
-"""The run state machine and which controls each state enables (no Qt here)."""
+"""The run state machine: its states, the moves between them, and which controls each state enables (no Qt)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,21 @@ ENABLED: dict[RunState, frozenset[str]] = {
     RunState.STOPPING: frozenset(),
     RunState.DONE: frozenset({"start", "step", "reset"}),
     RunState.FAILED: frozenset({"start", "step", "reset"}),
+}
+
+# the moves the run state machine allows (staying put is always allowed): Start or Step begins a run, Pause
+# and Resume, the training's end (scoring) or a Stop, the run's end; Reset returns to IDLE; shutting the
+# window down stops whatever runs
+TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    RunState.IDLE: frozenset({RunState.RUNNING, RunState.PAUSED}),
+    RunState.RUNNING: frozenset({RunState.PAUSED, RunState.SCORING, RunState.STOPPING, RunState.DONE,
+                                 RunState.FAILED}),
+    RunState.PAUSED: frozenset({RunState.RUNNING, RunState.SCORING, RunState.STOPPING, RunState.DONE,
+                                RunState.FAILED}),
+    RunState.SCORING: frozenset({RunState.STOPPING, RunState.DONE, RunState.FAILED}),
+    RunState.STOPPING: frozenset({RunState.SCORING, RunState.DONE, RunState.FAILED}),
+    RunState.DONE: frozenset({RunState.RUNNING, RunState.PAUSED, RunState.IDLE}),
+    RunState.FAILED: frozenset({RunState.IDLE, RunState.RUNNING, RunState.PAUSED}),
 }
 
 # states in which a training run owns the worker thread

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar
 
+from engine.progress import ScoringProgress, TrainingProgress
+
 from .plots.common import LiveView
 from .state import RunState
+from .tasks import Paused
 
 STATE_COLOURS = {RunState.RUNNING: "#1b7f3b", RunState.PAUSED: "#8a5a00", RunState.SCORING: "#00695c",
                  RunState.STOPPING: "#8a5a00", RunState.FAILED: "#c62828", RunState.DONE: "#0b5394",
@@ -93,21 +95,21 @@ class StatusView(LiveView):
         self.phase, self.step, self.elapsed = "", steps_done, seconds
         self.mark_dirty()
 
-    def set_progress(self, info: dict[str, Any]) -> None:
-        if self.phase == "starting" and info.get("phase") == "paused" and not info.get("step"):
-            return  # a run started paused: it is still before its first step
-        self.phase = info.get("phase", "")
-        self.step = int(info.get("step", self.step))
-        self.steps = int(info.get("steps", self.steps))
-        self.rate = float(info.get("steps_per_sec", self.rate))
-        self.elapsed = float(info.get("elapsed", self.elapsed))
-        if "fraction" in info:
-            if self.phase == "evaluating":
-                self.scored = float(info["fraction"])
-            else:
-                self.fraction = float(info["fraction"])
-        if self.phase != "evaluating" and "time_limit" in info:
-            self.time_limit = info["time_limit"]
+    def set_progress(self, p: TrainingProgress | ScoringProgress | Paused) -> None:
+        if isinstance(p, Paused):
+            if self.phase == "starting" and not p.step:
+                return  # a run started paused: it is still before its first step
+            self.phase, self.step = "paused", p.step
+        elif isinstance(p, ScoringProgress):
+            self.phase, self.step, self.steps, self.scored = "evaluating", p.step, p.steps, p.fraction
+        else:
+            self.phase, self.step, self.steps, self.fraction = "", p.step, p.steps, p.fraction
+            self.rate, self.elapsed, self.time_limit = p.steps_per_sec, p.elapsed, p.time_limit
+        self.mark_dirty()
+
+    def set_series(self, step: int, steps: int, fraction: float) -> None:
+        """A series of runs (Choose m): the current run's step, and the fraction of the whole series done."""
+        self.phase, self.step, self.steps, self.fraction = "", step, steps, fraction
         self.mark_dirty()
 
     def eta(self) -> float:

@@ -7,8 +7,7 @@ function returns a `Task` (``task(report, should_stop) -> result``) for `RunCont
 from __future__ import annotations
 
 import copy
-import csv
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,25 +15,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.config import DecoderConfig, RunConfig, SimulationConfig, TrainingConfig
-from engine.display import graph_sign
-from engine.estimators.vae import log_q
-from engine.evaluate import as_float64, heldout_loglik
-from engine.likelihood.quadrature import log_marginal_dense, uniform_grid
+from engine.alignment import ManifoldView, fitted_manifold_view, latent_grid, manifold
+from engine.config import DecoderConfig, EstimatorConfig, RunConfig, SimulationConfig, TrainingConfig
+from engine.evaluate import heldout_loglik
+from engine.integral import point_posterior
+from engine.latents import LatentMap
 from engine.metrics import compare_row
-from engine.model import log_joint
 from engine.networks import Decoder, Encoder, build_decoder
-from engine.runs import SavedRun, fit, load_run, save_run
+from engine.progress import Progress, ScoringProgress
+from engine.runs import SavedRun, fit, load_history, load_run, save_run
 from engine.selection import Choice, estimator_for, one_se_rule, select_m_chart, select_m_record, suggest_m
 from engine.simulate import Dataset, sample_model, simulate
 from engine.storage import load_dataset, save_dataset
-from engine.trainer import RunResult, latent_grid, manifold, split_indices
+from engine.trainer import RunResult, split_indices
 
-from .worker import ProgressFn, StopFn, Task
+ProgressFn = Callable[[Any], None]  # a progress record: engine.progress's, this module's, or `Paused`
+StopFn = Callable[[], bool]
+Task = Callable[[ProgressFn, StopFn], Any]
 
 PREVIEW_POINTS = 2000  # data points drawn in the data view
-POSTERIOR_HALF_WIDTH = 4.5  # the posterior grid covers [-w, w]^m
-POSTERIOR_NODES = {1: 1601, 2: 161}
 
 
 @dataclass
@@ -129,55 +128,82 @@ class SelectedM:
 
 @dataclass
 class Samples:
-    """Draws x (and their latents z) from a model, true or fitted."""
+    """Draws x (and their latents z) from a model, true or fitted; a fit's latents also mapped onto the true
+    ones (`z_aligned`, by its run's Procrustes map) where that is known."""
 
     x: np.ndarray
     z: np.ndarray
     label: str
-
-
-@dataclass
-class PosteriorGrid:
-    """p(z | x_i) under a decoder (and q(z | x_i) of its encoder) on a regular grid, m <= 2."""
-
-    index: int
-    x: np.ndarray  # (n,) the point
-    axis: np.ndarray  # (G,) grid coordinates per latent axis
-    exact: np.ndarray  # (G,) for m = 1, (G, G) for m = 2 indexed [z1, z2]
-    encoder: np.ndarray | None  # same shape, VAE runs only
-    label: str
+    z_aligned: np.ndarray | None = None
 
 
 @dataclass
 class OpenedRun:
     saved: SavedRun
     history: list[dict[str, float]]
-    grid: np.ndarray | None = None  # (L, P, m) the latent grid of the data view
-    manifold: np.ndarray | None = None  # (L, P, n) the run's g_θ on it
+    manifold: ManifoldView | None = None  # the run's g_θ for the data view
+
+
+@dataclass(frozen=True)
+class Paused:
+    """The run waits before step `step + 1` (Pause, or a run started paused); the worker reports it."""
+
+    step: int
+
+
+@dataclass(frozen=True)
+class DataDrawn:
+    """Start had no data in use and drew them first."""
+
+    data: DataBundle
+
+
+@dataclass(frozen=True)
+class TruthScored:
+    """The true model scored on the held-out points of this run's split."""
+
+    truth: TruthScore | None
+
+
+@dataclass(frozen=True)
+class MSuggested:
+    """Data without a true model: the m this run fits, PPCA's suggestion."""
+
+    suggestion: MSuggestion
+
+
+@dataclass(frozen=True)
+class SelectMProgress:
+    """Choose m: run k of `of` (m), its training step (or its scoring, `fraction` 1)."""
+
+    k: int
+    of: int
+    m: int
+    step: int
+    steps: int
+    fraction: float
+    scoring: bool
+
+
+@dataclass(frozen=True)
+class SelectMRun:
+    """Choose m: one m trained and scored (each is kept in the table as it ends)."""
+
+    run: TrainedRun
 
 
 @dataclass
 class TrainedRun:
-    """A run trained here, and its g_θ on the latent grid of the data view (after any restored best state)."""
+    """A run trained here, and its g_θ for the data view (after any restored best state)."""
 
     result: RunResult
-    grid: np.ndarray | None
-    manifold: np.ndarray | None
+    manifold: ManifoldView | None
 
 
-def aligned_grid(grid: np.ndarray, values: np.ndarray, data: DataBundle | None) -> np.ndarray:
-    """The latent grid at which the data view draws g_θ's values: for the graph of x against z (n = m = 1),
-    mirrored when g_θ's latent runs against the true one (else a good fit looks like f's mirror image)."""
-    if data is None or data.true_grid is None or data.true_manifold is None:
-        return grid
-    return graph_sign(grid, values, data.true_grid, data.true_manifold) * grid
-
-
-def learned_manifold(decoder: Decoder, data: DataBundle | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The data view's latent grid for the decoder's m (aligned to the truth of `data`), and g_θ on it."""
-    grid = latent_grid(decoder.m)
-    values = manifold(decoder, grid)
-    return aligned_grid(grid, values, data), values
+def learned_manifold(decoder: Decoder, data: DataBundle | None = None) -> ManifoldView:
+    """g_θ for the data view, raw and aligned to the true latents of `data` (the data on show), if known."""
+    known = data is not None and data.z_shown is not None and data.dataset.n == decoder.n
+    return fitted_manifold_view(decoder, data.x_shown if known else None, data.z_shown if known else None)
 
 
 def _bundle(ds: Dataset, source: str, sim: SimulationConfig | None) -> DataBundle:
@@ -244,26 +270,16 @@ def train(config: RunConfig, data: DataBundle | None, suggest: bool = False) -> 
         bundle = data
         if bundle is None:
             bundle = generate_data(config.simulation, config.training)
-            report({"phase": "data", "data": bundle})
+            report(DataDrawn(bundle))
         elif bundle.dataset.truth is not None and not (bundle.truth_score is not None
                                                        and bundle.truth_score.matches(config.training)):
-            report({"phase": "truth", "truth": truth_score(bundle, config.training)})
+            report(TruthScored(truth_score(bundle, config.training)))
         if suggest and bundle.needs_m:
             suggestion = m_suggestion(bundle)
             config.decoder.m = suggestion.m
-            report({"phase": "m", "suggestion": suggestion})
-        grid: list[np.ndarray] = []  # the run's latent grid, from its first progress
-
-        def report_aligned(info: dict[str, Any]) -> None:
-            """Each plot snapshot with the grid to draw its g_θ at (`aligned_grid`)."""
-            if isinstance(info.get("setup"), dict):
-                grid[:] = [info["setup"]["grid"]]
-            if grid and isinstance(info.get("manifold"), np.ndarray):
-                info = {**info, "manifold_grid": aligned_grid(grid[0], info["manifold"], bundle)}
-            report(info)
-
-        result = fit(config, bundle.dataset, None, report_aligned, should_stop, should_stop)
-        return TrainedRun(result, *learned_manifold(result.decoder, bundle))
+            report(MSuggested(suggestion))
+        result = fit(config, bundle.dataset, None, report, should_stop, should_stop)
+        return TrainedRun(result, learned_manifold(result.decoder, bundle))
     return task
 
 
@@ -289,20 +305,16 @@ def select_m(config: RunConfig, data: DataBundle, max_m: int) -> Task:
                 rows.append(compare_row(name, {}, "not run", "not run: stopped by the user"))
                 continue
 
-            def progress(info: dict[str, Any], k: int = k, m: int = cfg.decoder.m) -> None:
-                if "step" not in info and info.get("phase") is None:
-                    return
-                report({"phase": "select_m", "k": k, "of": max_m, "m": m, "step": info.get("step", 0),
-                        "steps": info.get("steps", config.training.steps), "scoring": info.get("phase") == "evaluating",
-                        "fraction": info.get("fraction", 0.0) if info.get("phase") is None else 1.0})
+            def progress(p: Progress, k: int = k, m: int = cfg.decoder.m) -> None:
+                scoring = isinstance(p, ScoringProgress)
+                report(SelectMProgress(k, max_m, m, p.step, p.steps, 1.0 if scoring else p.fraction, scoring))
 
-            report({"phase": "select_m", "k": k, "of": max_m, "m": cfg.decoder.m, "step": 0,
-                    "steps": cfg.training.steps, "fraction": 0.0, "scoring": False})
+            report(SelectMProgress(k, max_m, cfg.decoder.m, 0, cfg.training.steps, 0.0, False))
             result = fit(cfg, data.dataset, None, progress, should_stop, should_stop, snapshots=False)
             results[name] = result
             rows.append(compare_row(name, result.metrics, result.status,
                                     "; ".join(result.metrics.get("warnings", [])[:1])))
-            report({"phase": "select_m_run", "run": TrainedRun(result, *learned_manifold(result.decoder, data))})
+            report(SelectMRun(TrainedRun(result, learned_manifold(result.decoder, data))))
             stopped = stopped or result.status == "stopped"
         per_point = {int(name[1:]): r.heldout_per_point for name, r in results.items()
                      if r.heldout_per_point is not None and r.status != "failed"}
@@ -312,36 +324,20 @@ def select_m(config: RunConfig, data: DataBundle, max_m: int) -> Task:
     return task
 
 
-def sample(model: Any, count: int, seed: int, label: str) -> Task:
+def sample(model: Any, count: int, seed: int, label: str, latent_map: LatentMap | None = None) -> Task:
     def task(report: ProgressFn, should_stop: StopFn) -> Samples:
         on_cpu = copy.deepcopy(model).cpu() if isinstance(model, torch.nn.Module) else model
         x, z = sample_model(on_cpu, count, seed)
-        return Samples(x, z, label)
+        return Samples(x, z, label, None if latent_map is None else latent_map.to_truth(z))
     return task
 
 
-@torch.no_grad()
-def posterior_grid(decoder: Decoder, encoder: Encoder | None, x: np.ndarray, index: int,
-                   label: str) -> PosteriorGrid:
-    """exp(log p(x, z) - log p(x)) on the dense trapezoidal grid the evaluator uses, and q(z | x)."""
-    model = as_float64(decoder).cpu()
-    m = model.m
-    u, logw = uniform_grid(m, POSTERIOR_NODES[m], POSTERIOR_HALF_WIDTH)
-    xt = torch.as_tensor(x, dtype=torch.float64).reshape(1, -1)
-    log_px = log_marginal_dense(model, xt, u, logw)  # (1,)
-    exact = (log_joint(model, xt, u.unsqueeze(0))[0] - log_px[0]).exp()
-    enc = None
-    if encoder is not None:
-        mu, log_s = as_float64(encoder).cpu()(xt)
-        enc = log_q(u.unsqueeze(0), mu, log_s)[0].exp()
-    shape = (POSTERIOR_NODES[m],) * m
-    axis = u[: POSTERIOR_NODES[m], -1].numpy().copy()
-    return PosteriorGrid(index, np.asarray(x).copy(), axis, exact.reshape(shape).numpy().copy(),
-                         None if enc is None else enc.reshape(shape).numpy().copy(), label)
-
-
-def posterior(decoder: Decoder, encoder: Encoder | None, x: np.ndarray, index: int, label: str) -> Task:
-    return lambda report, should_stop: posterior_grid(decoder, encoder, x, index, label)
+def posterior(decoder: Decoder, encoder: Encoder | None, estimator: EstimatorConfig, x: np.ndarray, index: int,
+              label: str, seed: int = 0) -> Task:
+    """p(z | x_i) on a grid over its mass, the exact log p(x_i), and how the run's estimator approximates it
+    (`engine.integral.point_posterior`; seeded draws)."""
+    return lambda report, should_stop: point_posterior(decoder, x, estimator, encoder, seed=seed, index=index,
+                                                       label=label)
 
 
 def save_trained_run(result: RunResult, folder: str) -> Task:
@@ -349,27 +345,11 @@ def save_trained_run(result: RunResult, folder: str) -> Task:
     return lambda report, should_stop: str(save_run(result, folder, overwrite=True))
 
 
-def _history(path: Path) -> list[dict[str, float]]:
-    """history.csv of a run folder (empty cells are NaN); missing or unreadable: no history."""
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return []
-    out = []
-    for row in rows:
-        try:
-            out.append({k: float(v) if v not in ("", None) else math.nan for k, v in row.items()})
-        except ValueError:
-            return []
-    return out
-
-
 def open_run(path: str, data: DataBundle | None = None) -> Task:
     """Open a run folder; its g_θ is aligned to the truth of `data` (the data on show), if any."""
     def task(report: ProgressFn, should_stop: StopFn) -> OpenedRun:
         saved = load_run(path)
-        return OpenedRun(saved, _history(saved.path / "history.csv"), *learned_manifold(saved.decoder, data))
+        return OpenedRun(saved, load_history(saved.path), learned_manifold(saved.decoder, data))
     return task
 
 

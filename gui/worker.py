@@ -13,8 +13,8 @@ for one of those locks (a deadlock seen once in the test suite: the GUI thread i
 `QMetaObject::disconnect`, the worker thread in `~QObject` waiting for the GIL).
 
 Signals of the worker (emitted in the worker thread):
-    progress(object)   a dict with copied numpy arrays (the trainer sends at most 20 a second, each with
-                       the `history_rows` since the previous one)
+    progress(object)   a progress record (engine/progress.py: the trainer sends at most 20 a second, each
+                       with the `history_rows` since the previous one; gui/tasks.py's; `Paused`)
     finished(object)   the task's return value (a RunResult for training)
     failed(str, str)   message and traceback of an exception raised by the task
     ended()            always last (quits the thread); exactly one of finished and failed comes before it
@@ -25,7 +25,7 @@ Stop, pause and step go through `threading.Event`s read in `should_stop`, which 
 every optimiser step; while paused, `should_stop` blocks.
 
 A training run ends by scoring the fitted model on its held-out points (`engine.runs.fit` first reports
-phase "evaluating"), and the engine calls `should_stop` between the chunks of that scoring too. There a
+a `ScoringProgress`), and the engine calls `should_stop` between the chunks of that scoring too. There a
 stop request ends the scoring (the trained run is returned), pause and step do nothing, and a stop that
 ended the training is forgotten: Stop during training still scores the run; Stop again, or a stop with
 `everything` (closing the window), ends the scoring as well.
@@ -38,22 +38,13 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal, Slot
 
-ProgressFn = Callable[[dict[str, Any]], None]
-StopFn = Callable[[], bool]
-Task = Callable[[ProgressFn, StopFn], Any]
+from engine.progress import ScoringProgress
+
+from .tasks import Paused, Task
+
 DoneFn = Callable[[Any], None]
-
-
-def copied(value: Any) -> Any:
-    """A copy of a progress dict in which no numpy array is shared with the sender."""
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if isinstance(value, dict):
-        return {k: copied(v) for k, v in value.items()}
-    return value
 
 
 class EngineWorker(QObject):
@@ -73,7 +64,7 @@ class EngineWorker(QObject):
             self._go.set()
         self._single_step = False
         self._steps_started = 0
-        self._scoring = False  # the task reported phase "evaluating": training is over
+        self._scoring = False  # the task reported a ScoringProgress: training is over
         self._stop_all = False  # a stop that ends the scoring too
         self._stop_lock = threading.Lock()
 
@@ -112,7 +103,7 @@ class EngineWorker(QObject):
         if self._scoring:  # neither paused nor counted
             return self._stop.is_set()
         if not self._go.is_set():
-            self.progress.emit({"phase": "paused", "step": self._steps_started})
+            self.progress.emit(Paused(self._steps_started))
             self._go.wait()
         if self._stop.is_set():
             return True
@@ -122,13 +113,13 @@ class EngineWorker(QObject):
         self._steps_started += 1
         return False
 
-    def _report(self, info: dict[str, Any]) -> None:
-        if info.get("phase") == "evaluating" and not self._scoring:
+    def _report(self, info: Any) -> None:
+        if isinstance(info, ScoringProgress) and not self._scoring:
             with self._stop_lock:  # the training has ended: a stop it answered is spent, a later one is not
                 self._scoring = True
-                if not self._stop_all and info.get("stop_answered"):
+                if not self._stop_all and info.stop_answered:
                     self._stop.clear()
-        self.progress.emit(copied(info))
+        self.progress.emit(info)  # its arrays are fresh copies (engine/progress.py)
 
 
 class RunController(QObject):

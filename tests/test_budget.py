@@ -29,6 +29,7 @@ from engine.estimators import build_estimator
 from engine.likelihood.laplace import gauss_newton_step, jacobian, mean_and_jacobian
 from engine.networks import Decoder
 from engine.ppca import gaussian_loglik
+from engine.progress import Progress, ScoringProgress
 from engine.runs import fit
 from engine.simulate import simulate
 
@@ -248,9 +249,9 @@ def test_stop_during_scoring_keeps_the_trained_run_unscored():
     sim = SimulationConfig(mixing="sigmoid", n=2, m=1, sigma=0.1, samples=3000, seed=1)
     calls: list[float] = []
 
-    def report(info: dict) -> None:
-        if info.get("phase") == "evaluating":
-            calls.append(info["fraction"])
+    def report(p: Progress) -> None:
+        if isinstance(p, ScoringProgress):
+            calls.append(p.fraction)
 
     result = fit(_cfg(sim, steps=5, batch_size=32, val_fraction=0.5), simulate(sim), on_progress=report,
                  stop_scoring=lambda: len(calls) >= 2)

@@ -6,12 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from engine.config import ConfigError
-from engine.display import graph_sign, smallest_trainable, split_problem, split_sizes
-from engine.trainer import latent_grid, split_indices
+from engine.display import smallest_trainable, split_problem, split_sizes
+from engine.trainer import split_indices
 
 
 @pytest.mark.parametrize("val_fraction", [0.0, 0.01, 0.2, 0.3333, 0.5, 0.9])
@@ -30,17 +29,6 @@ def test_split_problem_names_the_field_and_the_smallest_n() -> None:
     assert err is not None and err.value == 0.9
     assert smallest_trainable(0.9) == 16 and split_sizes(15, 0.9)[0] == 1  # round(13.5) = 14 held out
     assert smallest_trainable(0.0) == 2
-
-
-def test_graph_sign_mirrors_a_fit_whose_latent_runs_against_the_true_one() -> None:
-    grid = latent_grid(1)  # (1, P, 1) over [-3, 3]
-    u = grid[..., 0]
-    truth = (u**3 + u)[..., None]
-    assert graph_sign(grid, truth, grid, truth) == 1.0
-    flipped = ((-u) ** 3 - u + 0.05 * np.sin(7 * u))[..., None]  # g(u) ~ f(-u): the same model
-    assert graph_sign(grid, flipped, grid, truth) == -1.0
-    grid2 = latent_grid(2)  # not a graph of R -> R: nothing to align
-    assert graph_sign(grid2, np.zeros((*grid2.shape[:2], 1)), grid, truth) == 1.0
 
 
 def test_display_imports_no_qt_and_no_torch() -> None:

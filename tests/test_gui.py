@@ -27,6 +27,7 @@ from qt_support import (
 
 from engine.config import RunConfig, default_nodes
 from engine.estimator_table import INFO
+from engine.progress import ScoringProgress, TrainingProgress
 from engine.runs import fit as engine_fit
 from engine.storage import load_dataset
 from engine.trainer import RunResult
@@ -37,9 +38,11 @@ from gui.main_window import MainWindow
 from gui.panels.fields import INVALID_STYLE
 from gui.panels.model_panel import preset_files
 from gui.plots.common import StreamingCurve
-from gui.plots.curves import CurvesView, History
+from gui.plots.curves import CurvesView
+from gui.session import History
 from gui.settings import Settings
 from gui.state import RunState
+from gui.tasks import Paused
 
 DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
 RUN_TIMEOUT_MS = 60_000
@@ -81,7 +84,7 @@ def error_boxes(w: MainWindow) -> list[QMessageBox]:
 def test_short_run_from_the_ui_reaches_done_with_plots_and_a_result(qtbot: Any, window: MainWindow) -> None:
     w = window
     run_to_end(qtbot, w, tiny_config())
-    assert w.state == RunState.DONE
+    assert w.session.state == RunState.DONE
     qtbot.wait(150)  # a few redraw ticks
     x, y = w.data_view.scatter.getData()
     assert len(x) == 300 and np.isfinite(y).all()
@@ -117,17 +120,17 @@ def test_stop_mid_run_answers_within_a_second(qtbot: Any, window: MainWindow) ->
     w = window
     w.apply_config(tiny_config(steps=1_000_000))
     seen: dict[str, float] = {}
-    w.controller.progress.connect(lambda info: info.get("phase") == "evaluating"
+    w.controller.progress.connect(lambda p: isinstance(p, ScoringProgress)
                                   and seen.setdefault("evaluating", time.perf_counter()))
     w.start_action.trigger()
     qtbot.waitUntil(lambda: w.status.step >= 50, timeout=RUN_TIMEOUT_MS)
-    assert w.state == RunState.RUNNING and not w.start_action.isEnabled()
+    assert w.session.state == RunState.RUNNING and not w.start_action.isEnabled()
     with qtbot.waitSignal(w.controller.finished, timeout=RUN_TIMEOUT_MS):
         clicked = time.perf_counter()
         w.stop_action.trigger()
-        assert w.state == RunState.STOPPING
+        assert w.session.state == RunState.STOPPING
     assert seen["evaluating"] - clicked < 1.0
-    assert w.state == RunState.DONE
+    assert w.session.state == RunState.DONE
     record = w.results.records[0]
     assert record.status == "stopped" and 50 <= record.metrics["steps"] < 1_000_000
 
@@ -136,14 +139,14 @@ def test_pause_step_resume(qtbot: Any, window: MainWindow) -> None:
     w = window
     w.apply_config(tiny_config(steps=1_000_000))
     paused_at: list[int] = []
-    w.controller.progress.connect(lambda info: info.get("phase") == "paused" and paused_at.append(info["step"]))
+    w.controller.progress.connect(lambda p: isinstance(p, Paused) and paused_at.append(p.step))
     w.step_action.trigger()  # from idle: a paused run that makes one step
-    assert w.state == RunState.PAUSED and w.pause_action.text() == "Resume"
+    assert w.session.state == RunState.PAUSED and w.pause_action.text() == "Resume"
     qtbot.waitUntil(lambda: paused_at == [1], timeout=RUN_TIMEOUT_MS)
     w.step_action.trigger()
     qtbot.waitUntil(lambda: paused_at == [1, 2], timeout=RUN_TIMEOUT_MS)
     w.pause_action.trigger()  # resume
-    assert w.state == RunState.RUNNING
+    assert w.session.state == RunState.RUNNING
     qtbot.waitUntil(lambda: w.status.step > 20, timeout=RUN_TIMEOUT_MS)
     w.pause_action.trigger()
     qtbot.waitUntil(lambda: len(paused_at) == 3, timeout=RUN_TIMEOUT_MS)
@@ -168,7 +171,7 @@ def test_close_right_after_start_before_the_worker_thread_runs(qtbot: Any, setti
     qtbot.waitUntil(lambda: not w.controller.busy, timeout=RUN_TIMEOUT_MS)  # the torch warm-up task
     w.apply_config(tiny_config(steps=1_000_000))
     w.start_action.trigger()
-    assert w.controller.busy and w.state == RunState.RUNNING
+    assert w.controller.busy and w.session.state == RunState.RUNNING
     w.close()
     assert not w.controller.busy
     assert [r.status for r in w.results.records] == ["stopped"]  # the run so far (no step) is kept
@@ -184,9 +187,9 @@ def test_invalid_fields_block_start_with_their_message(qtbot: Any, window: MainW
     assert w.problem_label.full_text().startswith("Cannot start: σ (Model): ")  # the panel's words; the
     assert "simulation.sigma" in w.problem_label.toolTip()  # config's name in the tooltip
     w.start()
-    assert w.state == RunState.IDLE and not w.controller.busy
+    assert w.session.state == RunState.IDLE and not w.controller.busy
     qtbot.keyClicks(sigma.line, ".2")
-    assert w.start_action.isEnabled() and not sigma.error and w.config.simulation.sigma == 0.2
+    assert w.start_action.isEnabled() and not sigma.error and w.session.config.simulation.sigma == 0.2
 
     hidden = w.training_panel.decoder_form.fields["hidden"]
     hidden.line.selectAll()
@@ -194,7 +197,7 @@ def test_invalid_fields_block_start_with_their_message(qtbot: Any, window: MainW
     assert "whole numbers" in hidden.error and not w.start_action.isEnabled()
     hidden.line.selectAll()
     qtbot.keyClicks(hidden.line, "16,16")
-    assert w.config.decoder.hidden == (16, 16) and w.start_action.isEnabled()
+    assert w.session.config.decoder.hidden == (16, 16) and w.start_action.isEnabled()
 
     w.estimator_panel.form.fields["name"].combo.setCurrentIndex(0)  # mle-quadrature
     w.training_panel.decoder_form.fields["m"].spin.setValue(4)  # quadrature needs m <= 3
@@ -214,9 +217,9 @@ def test_engine_exception_is_shown_and_the_app_returns_to_idle(qtbot: Any, windo
     qtbot.waitUntil(lambda: bool(error_boxes(w)), timeout=RUN_TIMEOUT_MS)
     box = error_boxes(w)[0]
     assert "the engine broke" in box.text() and "RuntimeError" in box.detailedText()
-    assert w.state == RunState.FAILED and w.start_action.isEnabled()
+    assert w.session.state == RunState.FAILED and w.start_action.isEnabled()
     box.button(QMessageBox.StandardButton.Ok).click()
-    qtbot.waitUntil(lambda: w.state == RunState.IDLE)
+    qtbot.waitUntil(lambda: w.session.state == RunState.IDLE)
     assert w.results.rowCount() == 0 and not w.controller.busy
 
 
@@ -233,14 +236,14 @@ def test_failed_run_status_is_shown_and_kept(qtbot: Any, window: MainWindow,
     box = error_boxes(w)[0]
     assert "nan at step 7" in box.text()
     box.done(0)
-    qtbot.waitUntil(lambda: w.state == RunState.IDLE)
+    qtbot.waitUntil(lambda: w.session.state == RunState.IDLE)
     assert w.results.records[0].status == "failed"
 
 
 def test_redraw_rate_stays_bounded_and_no_progress_is_lost(qtbot: Any, window: MainWindow) -> None:
     w = window
-    received: list[dict[str, Any]] = []
-    w.controller.progress.connect(lambda info: "phase" not in info and received.append(info))
+    received: list[TrainingProgress] = []
+    w.controller.progress.connect(lambda p: isinstance(p, TrainingProgress) and received.append(p))
     frames = w.clock.frames
     t0 = time.perf_counter()
     run_to_end(qtbot, w, tiny_config(steps=150, snapshot_every=1, eval_every=1000))
@@ -248,7 +251,7 @@ def test_redraw_rate_stays_bounded_and_no_progress_is_lost(qtbot: Any, window: M
     drawn = w.clock.frames - frames
     assert drawn <= 15 * elapsed + 3  # the 15 Hz clock, whatever the snapshot rate
     assert len(received) <= 20 * elapsed + 3  # the trainer sends at most 20 snapshots a second
-    rows = [row["step"] for info in received for row in info["history_rows"]]
+    rows = [row["step"] for p in received for row in p.history_rows]
     assert rows == list(range(1, 151))
 
 
@@ -256,10 +259,13 @@ def test_emitted_snapshot_arrays_are_never_mutated(qtbot: Any, window: MainWindo
     w = window
     kept: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def keep(info: dict[str, Any]) -> None:
-        for key in ("manifold", "latents", "sigma"):
-            if isinstance(info.get(key), np.ndarray):
-                kept.append((info[key], info[key].copy()))
+    def keep(p: Any) -> None:
+        if not isinstance(p, TrainingProgress):
+            return
+        arrays = [p.sigma]
+        if p.snapshot is not None:
+            arrays += [p.snapshot.manifold.values, p.snapshot.manifold.aligned_values, p.snapshot.latents]
+        kept.extend((a, a.copy()) for a in arrays if isinstance(a, np.ndarray))
 
     w.controller.progress.connect(keep)
     run_to_end(qtbot, w, tiny_config(steps=80, snapshot_every=2))
@@ -281,11 +287,11 @@ def test_settings_round_trip_keeps_types(qtbot: Any, tmp_path: Path) -> None:
     w = open_window(qtbot, again)
     w.curves.log_sigma.setChecked(True)
     w.samples_view.count.setValue(1234)
-    w.config.simulation.sigma = 0.25
+    w.session.config.simulation.sigma = 0.25
     w.close()
     w2 = open_window(qtbot, Settings(QSettings(path, QSettings.Format.IniFormat)))
     assert w2.curves.log_sigma.isChecked() and w2.samples_view.count.value() == 1234
-    assert w2.config.simulation.sigma == 0.25
+    assert w2.session.config.simulation.sigma == 0.25
     assert w2.model_panel.form.fields["sigma"].line.text() == "0.25"
     w2.close()
 
@@ -295,7 +301,7 @@ def test_presets_load_into_the_panels(window: MainWindow) -> None:
     assert names == {"n1m1-polynomial", "sigmoid-n3m2", "mlp-n5m2", "linear-ppca-n5m2", "degenerate-no-floor"}
     for path in preset_files():
         window.load_preset(str(path))
-        assert window.config == RunConfig.from_json(path.read_text())
+        assert window.session.config == RunConfig.from_json(path.read_text())
         assert not window.problem and not error_boxes(window)
     window.load_preset(str(next(p for p in preset_files() if p.stem == "degenerate-no-floor")))
     assert window.training_panel.decoder_form.fields["sigma_min"].line.text() == "0"
@@ -335,10 +341,10 @@ def test_files_save_open_export(qtbot: Any, window: MainWindow, tmp_path: Path) 
     def wait_idle() -> None:
         qtbot.waitUntil(lambda: not w.controller.busy, timeout=RUN_TIMEOUT_MS)
 
-    w.save_run_to(str(tmp_path / "run1"))
+    w.files.save_run_to(str(tmp_path / "run1"))
     wait_idle()
     assert (tmp_path / "run1" / "decoder.safetensors").exists()
-    w.open_run_from(str(tmp_path / "run1" / "run.json"))
+    w.files.open_run_from(str(tmp_path / "run1" / "run.json"))
     wait_idle()
     assert w.results.rowCount() == 2
     first, opened = w.results.records
@@ -348,28 +354,28 @@ def test_files_save_open_export(qtbot: Any, window: MainWindow, tmp_path: Path) 
 
     pickle = tmp_path / "model.pt"
     pickle.write_bytes(b"\x80\x04not really")
-    w.open_run_from(str(pickle))
+    w.files.open_run_from(str(pickle))
     qtbot.waitUntil(lambda: bool(error_boxes(w)), timeout=RUN_TIMEOUT_MS)
     box = error_boxes(w)[0]
     assert "pickle" in box.text().lower()
     box.done(0)
     assert w.results.rowCount() == 2
 
-    w.save_config_to(str(tmp_path / "config.json"))
-    assert RunConfig.from_json((tmp_path / "config.json").read_text()) == w.config
+    w.files.save_config_to(str(tmp_path / "config.json"))
+    assert RunConfig.from_json((tmp_path / "config.json").read_text()) == w.session.config
     for suffix in ("csv", "npz"):
-        w.export_data_to(str(tmp_path / f"data.{suffix}"))
+        w.files.export_data_to(str(tmp_path / f"data.{suffix}"))
         wait_idle()
         assert len(load_dataset(tmp_path / f"data.{suffix}")) == 300
-    w.import_data_from(str(tmp_path / "data.csv"))
+    w.files.import_data_from(str(tmp_path / "data.csv"))
     wait_idle()
-    assert w.data is not None and w.data.simulation is None and w.data.dataset.truth is None
-    w.export_results_to(str(tmp_path / "results.csv"))
+    assert w.session.data is not None and w.session.data.simulation is None and w.session.data.dataset.truth is None
+    w.files.export_results_to(str(tmp_path / "results.csv"))
     assert (tmp_path / "results.csv").read_text().count("\n") == 3
     for name in ("curves.png", "curves.svg"):
-        w.export_plot_to(w.curves.glw, str(tmp_path / name))
+        w.files.export_plot_to(w.curves.glw, str(tmp_path / name))
         assert (tmp_path / name).stat().st_size > 1000
-    w.export_plot_to(w.data_view.widget, str(tmp_path / "data.png"))
+    w.files.export_plot_to(w.data_view.widget, str(tmp_path / "data.png"))
     assert (tmp_path / "data.png").stat().st_size > 1000
 
 
@@ -401,7 +407,7 @@ def test_results_csv_lists_every_run(qtbot: Any, window: MainWindow) -> None:
     text = window.results.to_csv()
     header, row = text.strip().split("\n")
     assert header.startswith("run,estimator") and row.startswith("1,mle-quadrature")
-    assert json.loads(window.config.to_json())["training"]["steps"] == 20
+    assert json.loads(window.session.config.to_json())["training"]["steps"] == 20
 
 
 def _drawn(curve: StreamingCurve) -> tuple[np.ndarray, np.ndarray]:
@@ -534,28 +540,28 @@ def test_threads_and_time_limit_fields_edit_the_training_config(qtbot: Any, wind
     w = window
     form = w.training_panel.training_form
     threads, limit = form.fields["threads"], form.fields["time_limit"]
-    assert w.config.training.threads == 0 and threads.spin.text() == "auto"
+    assert w.session.config.training.threads == 0 and threads.spin.text() == "auto"
     assert "auto" in threads.toolTip() and "sleep" in threads.toolTip()
     threads.spin.setValue(3)
-    assert w.config.training.threads == 3 and threads.spin.text() == "3"
+    assert w.session.config.training.threads == 3 and threads.spin.text() == "3"
     threads.spin.setValue(0)
-    assert w.config.training.threads == 0 and threads.spin.text() == "auto"
+    assert w.session.config.training.threads == 0 and threads.spin.text() == "auto"
 
-    assert w.config.training.time_limit is None and limit.line.text() == ""
+    assert w.session.config.training.time_limit is None and limit.line.text() == ""
     assert limit.line.placeholderText() == "none" and "whichever" in limit.toolTip()
     qtbot.keyClicks(limit.line, "5")
-    assert w.config.training.time_limit == 5.0 and w.start_action.isEnabled()
+    assert w.session.config.training.time_limit == 5.0 and w.start_action.isEnabled()
     limit.line.selectAll()
     qtbot.keyClicks(limit.line, "0")  # the engine's range is (0, 1e7]
     assert "(0, 1e+07]" in limit.error and not w.start_action.isEnabled()
     limit.line.selectAll()
     qtbot.keyClick(limit.line, Qt.Key.Key_Delete)
-    assert w.config.training.time_limit is None and not limit.error and w.start_action.isEnabled()
+    assert w.session.config.training.time_limit is None and not limit.error and w.start_action.isEnabled()
 
     cfg = tiny_config(threads=4, time_limit=2.5)
     w.apply_config(cfg)
     assert threads.spin.text() == "4" and limit.line.text() == "2.5"
-    assert RunConfig.from_json(w.config.to_json()).training.time_limit == 2.5
+    assert RunConfig.from_json(w.session.config.to_json()).training.time_limit == 2.5
 
 
 def test_empty_nodes_field_names_the_default_for_the_fitted_m(qtbot: Any, window: MainWindow) -> None:
@@ -563,20 +569,20 @@ def test_empty_nodes_field_names_the_default_for_the_fitted_m(qtbot: Any, window
     nodes = w.estimator_panel.form.fields["nodes"]
     name = w.estimator_panel.form.fields["name"].combo
     m = w.training_panel.decoder_form.fields["m"].spin
-    assert w.config.estimator.name == "mle-adaptive" and w.config.estimator.nodes is None
+    assert w.session.config.estimator.name == "mle-adaptive" and w.session.config.estimator.nodes is None
     assert nodes.line.text() == "" and nodes.line.placeholderText() == "auto: 16 for m = 1"
     m.setValue(2)
     assert nodes.line.placeholderText() == f"auto: {default_nodes('mle-adaptive', 2)} for m = 2" == "auto: 4 for m = 2"
     name.setCurrentIndex(name.findData("mle-quadrature"))
     assert nodes.line.placeholderText() == f"auto: {default_nodes('mle-quadrature', 2)} for m = 2"
     qtbot.keyClicks(nodes.line, "7")
-    assert w.config.estimator.nodes == 7
+    assert w.session.config.estimator.nodes == 7
     nodes.line.selectAll()
     qtbot.keyClicks(nodes.line, "x")
     assert "whole number" in nodes.error and not w.start_action.isEnabled()
     nodes.line.selectAll()
     qtbot.keyClick(nodes.line, Qt.Key.Key_Delete)
-    assert w.config.estimator.nodes is None and w.start_action.isEnabled()
+    assert w.session.config.estimator.nodes is None and w.start_action.isEnabled()
     cfg = RunConfig()
     cfg.decoder.m = 4
     w.apply_config(cfg)  # the fitted m of another config
@@ -609,8 +615,8 @@ def scoring_fit(chunks: int, chunk_s: float = 0.01) -> Any:
             should_stop: Any = None, stop_scoring: Any = None) -> RunResult:
         result = engine_train(config, data, test, on_progress, should_stop)
         for i in range(chunks):
-            on_progress({"phase": "evaluating", "step": result.steps_done, "steps": config.training.steps,
-                         "fraction": i / chunks, "stop_answered": result.status == "stopped"})
+            on_progress(ScoringProgress(result.steps_done, config.training.steps, i / chunks,
+                                        result.status == "stopped"))
             if stop_scoring():
                 result.metrics = {"scoring": "stopped", "chunks": i}
                 return result
@@ -626,18 +632,18 @@ def test_stop_during_scoring_answers_within_a_second_and_keeps_the_run(
     w = window
     w.apply_config(tiny_config(steps=20))
     w.start_action.trigger()
-    qtbot.waitUntil(lambda: w.state == RunState.SCORING and w.status.scored > 0.0001, timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: w.session.state == RunState.SCORING and w.status.scored > 0.0001, timeout=RUN_TIMEOUT_MS)
     assert w.stop_action.isEnabled() and not w.pause_action.isEnabled() and not w.step_action.isEnabled()
     qtbot.waitUntil(lambda: w.status.progress.text().startswith("scoring"), timeout=5000)
     assert "scoring held-out points" in w.status.time_label.text()
     with qtbot.waitSignal(w.controller.finished, timeout=5000):
         clicked = time.perf_counter()
         w.stop_action.trigger()
-        assert w.state == RunState.STOPPING
+        assert w.session.state == RunState.STOPPING
     assert time.perf_counter() - clicked < 1.0
     record = w.results.records[0]
     assert record.status == "done" and record.metrics["scoring"] == "stopped"
-    assert w.state == RunState.DONE and w.start_action.isEnabled()
+    assert w.session.state == RunState.DONE and w.start_action.isEnabled()
 
 
 def test_stop_during_training_still_scores_the_run(qtbot: Any, window: MainWindow,
@@ -646,7 +652,7 @@ def test_stop_during_training_still_scores_the_run(qtbot: Any, window: MainWindo
     w = window
     w.apply_config(tiny_config(steps=1_000_000))
     states: list[RunState] = []
-    w.controller.progress.connect(lambda info: states.append(w.state))
+    w.controller.progress.connect(lambda info: states.append(w.session.state))
     w.start_action.trigger()
     qtbot.waitUntil(lambda: w.status.step >= 20, timeout=RUN_TIMEOUT_MS)
     with qtbot.waitSignal(w.controller.finished, timeout=RUN_TIMEOUT_MS):
@@ -662,7 +668,7 @@ def test_close_during_scoring_returns_within_a_second_and_keeps_the_run(
     w = open_window(qtbot, settings)
     w.apply_config(tiny_config(steps=20))
     w.start_action.trigger()
-    qtbot.waitUntil(lambda: w.state == RunState.SCORING, timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: w.session.state == RunState.SCORING, timeout=RUN_TIMEOUT_MS)
     t0 = time.perf_counter()
     w.close()
     assert time.perf_counter() - t0 < 1.0
@@ -677,7 +683,7 @@ def test_close_while_the_engine_scores_a_large_held_out_set(qtbot: Any, settings
     w = open_window(qtbot, settings)
     w.apply_config(cfg)
     w.start_action.trigger()
-    qtbot.waitUntil(lambda: w.state == RunState.SCORING, timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: w.session.state == RunState.SCORING, timeout=RUN_TIMEOUT_MS)
     qtbot.wait(300)  # well into the scoring
     t0 = time.perf_counter()
     w.close()

@@ -21,15 +21,18 @@ from qt_support import no_dangling_qthreads  # noqa: F401  (an autouse fixture: 
 from qt_support import tiny_config as base_tiny_config
 
 import engine.runs
+from engine.alignment import latent_grid
 from engine.config import RunConfig
+from engine.integral import PointPosterior
 from engine.runs import fit as engine_fit
-from engine.trainer import RunResult, latent_grid
+from engine.trainer import RunResult
 from gui import tasks
 from gui.main_window import MainWindow, initial_geometry
 from gui.panels.model_panel import PRESET_DIR
-from gui.plots.curves import CurvesView, History
+from gui.plots.curves import CurvesView
 from gui.plots.data_view import DataView
-from gui.plots.results import COLUMNS, ResultsModel, RunRecord
+from gui.plots.results import COLUMNS, ResultsModel
+from gui.session import History, RunRecord, Session
 from gui.settings import GEOMETRY, PAIR_FIRST, PAIR_SECOND, WINDOW_FRAME, Settings
 from gui.state import RunState
 
@@ -111,7 +114,7 @@ def test_data_view_shows_two_different_coordinates_whatever_came_before(qtbot: A
     pairs.second.setValue(1)  # x1 again: the two swap instead
     assert pairs.pair() == (1, 0)
     generate(qtbot, w, "degenerate-no-floor")  # n = 2: the selector is there, the pair kept
-    assert w.data.dataset.n == 2 and pairs.isVisible() and pairs.pair() == (1, 0)
+    assert w.session.data.dataset.n == 2 and pairs.isVisible() and pairs.pair() == (1, 0)
     generate(qtbot, w, "n1m1-polynomial")
     w.close()
     again = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
@@ -176,13 +179,13 @@ def test_start_replaces_the_last_runs_latents_at_once_and_says_it_is_starting(
     w = window
     lv = w.latent_view
     generate(qtbot, w, "sigmoid-n3m2")  # data with 2-D latents, and a run's 2-D latents on show
-    lv.set_inferred(w.data.z_shown + 0.1)
+    lv.set_inferred(w.session.data.z_shown + 0.1)
     qtbot.wait(100)
     monkeypatch.setattr(tasks, "fit", blocking_fit)
     w.apply_config(tiny_config())  # n = m = 1: Start draws new data first
     w.start_action.trigger()
     assert lv.inferred is None  # the last run's latents are gone (they were repainted in the new colour)
-    qtbot.waitUntil(lambda: w.data is not None and w.data.dataset.n == 1, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: w.session.data is not None and w.session.data.dataset.n == 1, timeout=TIMEOUT_MS)
     assert lv.true_z is not None and lv.true_z.shape[1] == 1  # the new data's z, before the first step
     qtbot.wait(100)
     assert w.status.time_label.text().startswith("starting: ") and w.status.progress.maximum() == 0  # busy
@@ -278,14 +281,14 @@ def test_text_an_integer_box_cannot_take_is_kept_and_named_not_dropped(qtbot: An
     type_into(qtbot, steps.spin, "12x")
     assert line.text() == "12x"  # QSpinBox dropped the x without a word
     assert "'12x' is not a whole number from 1 to 10 000 000" in steps.error and not w.start_action.isEnabled()
-    assert w.config.training.steps == 12  # the config follows the text while it can be taken
+    assert w.session.config.training.steps == 12  # the config follows the text while it can be taken
     qtbot.keyClick(steps.spin, Qt.Key.Key_Return)  # editing ends: the last good value comes back, and it says so
     assert line.text() == "12" and not steps.error and w.start_action.isEnabled()
     assert "'12x' was not a whole number" in steps.notice and "kept 12" in steps.notice
     type_into(qtbot, steps.spin, "1e5")
     assert "'1e5'" in steps.error
     type_into(qtbot, steps.spin, "500")
-    assert w.config.training.steps == 500 and not steps.error and not steps.notice
+    assert w.session.config.training.steps == 500 and not steps.error and not steps.notice
 
 
 def test_cannot_start_is_one_short_line_in_the_panels_words(qtbot: Any, window: MainWindow) -> None:
@@ -314,12 +317,12 @@ def test_imported_data_are_named_in_the_model_panel_and_the_results(qtbot: Any, 
     path = tmp_path / "mine.csv"
     np.savetxt(path, x, delimiter=",", header="x1,x2", comments="")
     w.load_preset(str(PRESET_DIR / "mlp-n5m2.json"))  # the settings describe n = 5, a random MLP
-    w.import_data_from(str(path))
+    w.files.import_data_from(str(path))
     wait_idle(qtbot, w)
     banner = w.model_panel.source_label
     assert banner.isVisible() and "imported from mine.csv" in banner.text() and "n = 2" in banner.text()
     cfg = tiny_config(steps=10)
-    cfg.simulation = w.config.simulation
+    cfg.simulation = w.session.config.simulation
     run_to_end(qtbot, w, cfg)
     record = w.results.records[0]
     data_column = next(i for i, c in enumerate(COLUMNS) if c[0] == "data")
@@ -341,7 +344,7 @@ def test_a_finished_run_shows_the_tables_time_no_eta_and_its_final_score(
     monkeypatch.setattr(tasks, "fit", slow_fit)
     w = window
     run_to_end(qtbot, w, tiny_config(steps=20, eval_every=1000))  # held out only at its end
-    assert w.state == RunState.DONE
+    assert w.session.state == RunState.DONE
     text = w.status.time_label.text()
     assert "ETA" not in text and "2:58" in text, text
     time_column = next(i for i, c in enumerate(COLUMNS) if c[0] == "time (s)")
@@ -396,7 +399,7 @@ def test_reset_clears_samples_the_chosen_point_and_its_posterior(qtbot: Any, win
         w.samples_view.truth_button.click()
     w.side_tabs.setCurrentWidget(w.samples_view)
     w.data_view.set_selected(3)
-    w.posterior_view.set_result(tasks.PosteriorGrid(3, np.zeros(1), np.linspace(-1, 1, 5), np.ones(5), None, "x"))
+    w.posterior_view.set_result(PointPosterior(3, np.zeros(1), np.linspace(-1, 1, 5), np.ones(5), None, "x"))
     qtbot.wait(100)
     assert w.samples_view.samples is not None
     w.reset()
@@ -409,19 +412,20 @@ def test_reset_clears_samples_the_chosen_point_and_its_posterior(qtbot: Any, win
 def test_an_opened_run_draws_its_g_theta(qtbot: Any, window: MainWindow, tmp_path: Path) -> None:
     w = window
     run_to_end(qtbot, w, tiny_config(steps=10))
-    w.save_run_to(str(tmp_path / "run1"))
+    w.files.save_run_to(str(tmp_path / "run1"))
     wait_idle(qtbot, w)
     w.reset()
     assert w.data_view.learned is None
-    w.open_run_from(str(tmp_path / "run1" / "run.json"))
+    w.files.open_run_from(str(tmp_path / "run1" / "run.json"))
     wait_idle(qtbot, w)
     opened = w.results.records[-1]
-    assert opened.saved is not None and w.selected_run == opened.run_id
+    assert opened.saved is not None and w.session.selected == opened.run_id
     assert w.data_view.learned is not None
-    grid, values = w.data_view.learned
+    grid, values = w.data_view.learned.shown(aligned=True)
     assert values.shape == (1, latent_grid(1).shape[1], 1) and np.isfinite(values).all()
-    assert np.allclose(np.abs(grid), np.abs(latent_grid(1)))  # its own grid, mirrored at most
-    assert w.data_view.legend.getLabel(w.data_view.learned_curve).text == f"g_θ of {opened.name}"
+    assert np.array_equal(grid, latent_grid(1))  # drawn over the true latent grid
+    label = w.data_view.legend.getLabel(w.data_view.learned_curve).text
+    assert label.startswith(f"g_θ of {opened.name}, aligned (z ↦ ")
 
 
 # --------------------------------------------------------------------------- a run whose scoring failed
@@ -445,12 +449,54 @@ def test_a_run_whose_scoring_failed_says_so_in_the_table_and_the_status(
 
 
 def test_unscored_and_stopped_scorings_read_as_such(qtbot: Any) -> None:
-    model = ResultsModel()
     cfg = tiny_config()
+    session = Session(cfg)
+    model = ResultsModel(session)
     for run_id, metrics in ((1, {"scored": False, "warnings": ["not scored yet: the scoring was still running"]}),
                             (2, {"scoring_stopped": True, "warnings": ["scoring stopped by the user"]})):
-        model.add(RunRecord(run_id, "#0072B2", cfg, metrics, _history(), "done", "finished", ""))
+        session.add_record(RunRecord(run_id, "#0072B2", cfg, metrics, _history(), "done", "finished", ""))
     held = next(i for i, c in enumerate(COLUMNS) if c[0] == "held-out log-lik")
     assert [model.data(model.index(r, held)) for r in range(2)] == ["not scored", "scoring stopped"]
     assert "still running" in model.data(model.index(0, held), Qt.ItemDataRole.ToolTipRole)
     assert QApplication.instance() is not None
+
+
+def test_fits_are_drawn_aligned_to_the_truth_with_a_toggle_to_see_them_raw(qtbot: Any, window: MainWindow,
+                                                                          tmp_path: Path) -> None:
+    """Deliver 4: the data, latents and samples views draw the fit through its Procrustes map (said in the
+    legend and titles); View → Align fits to the truth off draws it as fitted; the choice is kept."""
+    w = window
+    run_to_end(qtbot, w, tiny_config(steps=30))
+    record = w.results.records[-1]
+    view = record.manifold
+    assert view is not None and view.latent_map is not None
+    label = w.data_view.legend.getLabel(w.data_view.learned_curve).text
+    assert f", aligned ({view.latent_map.describe()})" in label
+    drawn = w.data_view.learned_curve.getData()[1]
+    np.testing.assert_allclose(drawn[np.isfinite(drawn)], view.aligned_values.reshape(-1), rtol=1e-6)
+
+    w.align_action.setChecked(False)  # raw
+    qtbot.wait(100)
+    assert w.data_view.legend.getLabel(w.data_view.learned_curve).text.endswith(", raw")
+    drawn = w.data_view.learned_curve.getData()[1]
+    np.testing.assert_allclose(drawn[np.isfinite(drawn)], view.values.reshape(-1), rtol=1e-6)
+    assert not w.latent_view.aligned and not w.samples_view.aligned
+    assert w.latent_view.inferred_raw is not None and w.latent_view._shown() == (w.latent_view.inferred_raw, "raw")
+
+    with qtbot.waitSignal(w.controller.finished, timeout=TIMEOUT_MS):
+        w.sample("fit", 50)
+    samples = w.samples_view.samples
+    assert samples is not None and samples.z_aligned is not None
+    np.testing.assert_allclose(samples.z_aligned, view.latent_map.to_truth(samples.z))
+    w.samples_view.redraw()
+    np.testing.assert_allclose(w.samples_view.sample_scatter.getData()[0], samples.z[:, 0])  # raw: as drawn
+    w.align_action.setChecked(True)
+    w.samples_view.redraw()
+    np.testing.assert_allclose(w.samples_view.sample_scatter.getData()[0], samples.z_aligned[:, 0])
+    assert "aligned to the truth" in w.samples_view.texts._shown["title"]
+
+    w.align_action.setChecked(False)
+    w.save_settings()
+    again = open_window(qtbot, w.settings)
+    assert not again.align_action.isChecked() and not again.data_view.aligned
+    again.close()

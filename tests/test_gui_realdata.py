@@ -71,9 +71,9 @@ def write_csv(path: Path, names: list[str], N: int = 160, seed: int = 0) -> np.n
 
 
 def import_csv(qtbot: Any, w: MainWindow, path: Path) -> None:
-    w.import_data_from(str(path))
+    w.files.import_data_from(str(path))
     wait_idle(qtbot, w)
-    assert w.data is not None and w.data.imported_from == path.name
+    assert w.session.data is not None and w.session.data.imported_from == path.name
 
 
 def run_to_end(qtbot: Any, w: MainWindow) -> None:
@@ -90,11 +90,11 @@ def test_preprocess_field_is_bound_to_the_decoder_config(window: MainWindow) -> 
     assert [field.combo.itemData(i) for i in range(field.combo.count())] == ["none", "center", "standardize"]
     assert "data's own units" in field.toolTip()
     field.combo.setCurrentIndex(field.combo.findData("standardize"))
-    assert w.config.decoder.preprocess == "standardize"
+    assert w.session.config.decoder.preprocess == "standardize"
     cfg = tiny_config()
     cfg.decoder.preprocess = "center"
     w.apply_config(cfg)
-    assert field.value() == "center" and w.config.decoder.preprocess == "center"
+    assert field.value() == "center" and w.session.config.decoder.preprocess == "center"
 
 
 # ------------------------------------------------------------- 2 and 4. no silent m; the CSV's column names
@@ -126,12 +126,12 @@ def test_imported_csv_start_fits_ppcas_m_in_the_worker_and_names_columns(qtbot: 
     pairs.second.setValue(3)
     qtbot.wait(100)
     assert w.data_view.plot.getAxis("left").labelText == "proline"
-    assert "columns alcohol, hue, proline, ash" in w.data.summary
+    assert "columns alcohol, hue, proline, ash" in w.session.data.summary
 
     run_to_end(qtbot, w)
     expected = real(x).chosen
     record = w.results.records[-1]
-    assert record.config.decoder.m == expected and w.config.decoder.m == expected
+    assert record.config.decoder.m == expected and w.session.config.decoder.m == expected
     assert threads == [False]  # suggest_m ran in the worker thread, once
     assert m_field.spin.value() == expected and "PPCA's suggestion" in m_field.notice
     tip = w.results.data(w.results.index(0, 3), Qt.ItemDataRole.ToolTipRole)
@@ -174,7 +174,7 @@ def test_choose_m_fits_each_m_keeps_the_runs_draws_the_curve_and_sets_m(qtbot: A
     assert [r.config.decoder.m for r in records] == [1, 2]
     assert [r.estimator for r in records] == ["mle-adaptive", "mle-adaptive"]
     chosen = one_se_rule({r.config.decoder.m: r.result.heldout_per_point for r in records}).chosen
-    assert w.config.decoder.m == chosen and w.training_panel.decoder_form.fields["m"].spin.value() == chosen
+    assert w.session.config.decoder.m == chosen and w.training_panel.decoder_form.fields["m"].spin.value() == chosen
     assert "chosen from the data" in w.training_panel.decoder_form.fields["m"].notice
     dialog = w.select_m_dialog
     assert dialog is not None and dialog.isVisible()
@@ -184,7 +184,7 @@ def test_choose_m_fits_each_m_keeps_the_runs_draws_the_curve_and_sets_m(qtbot: A
     assert [m.value() for m in marks] == [chosen]
     names = [i.name() for i in dialog.plot.listDataItems()]
     assert "PPCA (linear)" in names and "fitted (held-out ± SE)" in names
-    assert w.state == RunState.DONE and w.start_action.isEnabled()
+    assert w.session.state == RunState.DONE and w.start_action.isEnabled()
     dialog.widget.grab().save(str(tmp_path / "select-m.png"))
     assert x.shape == (120, 3)
 
@@ -197,16 +197,15 @@ def test_choose_m_stops_and_keeps_what_finished(qtbot: Any, window: MainWindow, 
     write_csv(tmp_path / "d.csv", ["a", "b", "c"], N=120)
     import_csv(qtbot, w, tmp_path / "d.csv")
     steps: list[int] = []
-    w.controller.progress.connect(lambda info: steps.append(info.get("step", 0))
-                                  if info.get("phase") == "select_m" else None)
+    w.controller.progress.connect(lambda p: steps.append(p.step) if isinstance(p, tasks.SelectMProgress) else None)
     w.choose_m_action.trigger()
     qtbot.waitUntil(lambda: any(s > 0 for s in steps), timeout=TIMEOUT_MS)
     assert w.stop_action.isEnabled() and not w.start_action.isEnabled()
     with qtbot.waitSignal(w.controller.finished, timeout=TIMEOUT_MS):
         w.stop_action.trigger()
     assert len(w.results.records) == 1 and w.results.records[0].status == "stopped"
-    assert w.config.decoder.m == 2  # nothing scored: m is unchanged
-    assert w.state == RunState.DONE
+    assert w.session.config.decoder.m == 2  # nothing scored: m is unchanged
+    assert w.session.state == RunState.DONE
 
 
 # ----------------------------------------------------------------------------------------- 5. truth first
@@ -214,12 +213,12 @@ def test_truth_is_scored_when_data_are_generated_on_the_runs_held_out_points(qtb
     w = window
     w.load_preset(str(PRESET_DIR / "n1m1-polynomial.json"))
     cfg = tiny_config()
-    cfg.simulation = w.config.simulation
+    cfg.simulation = w.session.config.simulation
     cfg.simulation.samples = 300
     w.apply_config(cfg)
     w.generate()
     wait_idle(qtbot, w)
-    ds = w.data.dataset
+    ds = w.session.data.dataset
     _, held = split_indices(len(ds), cfg.training.val_fraction, cfg.training.seed)
     expected = heldout_loglik(ds.truth, ds.x[held], seed=cfg.training.seed).mean
     line = w.curves.true_loglik
@@ -235,6 +234,6 @@ def test_truth_is_scored_when_data_are_generated_on_the_runs_held_out_points(qtb
     run_to_end(qtbot, w)
     _, held7 = split_indices(len(ds), cfg.training.val_fraction, 7)
     expected7 = heldout_loglik(ds.truth, ds.x[held7], seed=7).mean
-    assert math.isclose(w.data.truth_score.mean, expected7, rel_tol=1e-9)
+    assert math.isclose(w.session.data.truth_score.mean, expected7, rel_tol=1e-9)
     assert math.isclose(w.results.records[-1].metrics["true_heldout_loglik"], expected7, rel_tol=1e-9)
     assert len(w.comparison.fits.data) == 2

@@ -23,6 +23,7 @@ from conftest import PickleTrap
 from safetensors.torch import load_file
 
 from engine import trainer
+from engine.alignment import latent_grid, manifold
 from engine.config import (
     ConfigError,
     DecoderConfig,
@@ -37,6 +38,7 @@ from engine.evaluate import heldout_loglik
 from engine.likelihood.quadrature import log_lik_matrix, log_marginal_dense, uniform_grid
 from engine.networks import Decoder
 from engine.ppca import gaussian_loglik, ppca_mle
+from engine.progress import TrainingProgress
 from engine.runs import RunFileError, fit, load_run, save_run
 from engine.simulate import sample_model, simulate
 from engine.trainer import train
@@ -562,20 +564,23 @@ def test_progress_carries_every_history_row_once_at_a_bounded_rate_with_snapshot
     data = simulate(sim)
     cfg = _config(sim, DecoderConfig(m=1, hidden=(8,)), EstimatorConfig(name="mle-quadrature", nodes=8),
                   steps=300, batch_size=32, snapshot_every=1)
-    infos: list[dict] = []
+    infos: list[TrainingProgress] = []
     t0 = time.perf_counter()
     result = train(cfg, data, on_progress=infos.append)
     elapsed = time.perf_counter() - t0
-    rows = [row["step"] for info in infos for row in info["history_rows"]]
+    rows = [row["step"] for info in infos for row in info.history_rows]
     assert rows == list(range(1, 301)) == [r["step"] for r in result.history]
     assert len(infos) <= trainer.MAX_PROGRESS_RATE * elapsed + 2 < 300  # not one per step
-    snaps = [info for info in infos if "manifold" in info]
-    assert snaps[0] is infos[0] and snaps[-1] is infos[-1] and infos[0]["setup"] is not None
+    snaps = [info for info in infos if info.snapshot is not None]
+    assert snaps[0] is infos[0] and snaps[-1] is infos[-1] and infos[0].setup is not None
+    assert all(info.setup is None for info in infos[1:])
     assert len(snaps) <= trainer.SNAPSHOT_RATE * elapsed + 2
-    last = snaps[-1]
-    grid = last["setup"] if last["setup"] is not None else infos[0]["setup"]
-    np.testing.assert_allclose(last["manifold"], trainer.manifold(result.decoder, grid["grid"]), rtol=1e-6)
-    assert last["latents"].shape == (min(trainer.DISPLAY_POINTS, len(result.train_idx)), 1)
+    view = snaps[-1].snapshot.manifold
+    np.testing.assert_allclose(view.values, manifold(result.decoder, latent_grid(1)), rtol=1e-6)
+    assert view.latent_map is not None  # simulated data: its true latents are known
+    np.testing.assert_allclose(view.aligned_values, manifold(result.decoder, view.latent_map.to_model(view.grid)),
+                               rtol=1e-6)
+    assert snaps[-1].snapshot.latents.shape == (min(trainer.DISPLAY_POINTS, len(result.train_idx)), 1)
 
 
 def test_history_records_the_learning_rate_of_each_step_and_sigma():

@@ -361,3 +361,20 @@ def test_fuzz_corrupted_npz(cut, flips):
     for pos, mask in flips:
         raw[pos] ^= mask
     _load_or_refuse("f.npz", bytes(raw[:cut]))
+
+
+def test_history_csv_round_trips_and_a_bad_file_gives_no_history(tmp_path):
+    import math
+
+    from engine.runs import history_csv, load_history
+
+    rows = [{"step": 1.0, "objective": -1.5, "heldout": math.nan}, {"step": 2.0, "objective": -1.25, "heldout": -1.3}]
+    (tmp_path / "history.csv").write_text(history_csv(rows), encoding="utf-8")
+    back = load_history(tmp_path)
+    assert [r["step"] for r in back] == [1.0, 2.0] and back[1]["heldout"] == -1.3 and math.isnan(back[0]["heldout"])
+    (tmp_path / "history.csv").write_text("step,objective\n1,abc\n", encoding="utf-8")
+    assert load_history(tmp_path) == []
+    (tmp_path / "history.csv").unlink()
+    assert load_history(tmp_path) == []
+    (tmp_path / "history.csv").mkdir()
+    assert load_history(tmp_path) == []

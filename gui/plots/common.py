@@ -13,21 +13,14 @@ from collections.abc import Sequence
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QSizeF, Qt, QTimer
-from PySide6.QtGui import QColor, QPen
+from PySide6.QtGui import QPen
 from PySide6.QtWidgets import QGraphicsItem, QSizePolicy, QWidget
 
-# distinct, print-friendly colours for runs (Okabe-Ito, then Tableau)
-RUN_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
-               "#8c564b", "#7f7f7f", "#bcbd22")
 LEGEND_BRUSH = pg.mkBrush(255, 255, 255, 210)
 DATA_BRUSH = pg.mkBrush(90, 90, 90, 110)
 TRUE_PEN = pg.mkPen("#222222", width=1.5)
 
 pg.setConfigOptions(antialias=False, useOpenGL=False, background="w", foreground="#222222")
-
-
-def run_colour(index: int) -> QColor:
-    return QColor(RUN_COLOURS[index % len(RUN_COLOURS)])
 
 
 def polylines(lines: np.ndarray, cols: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -13,9 +13,9 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QDialog, QLabel, QVBoxLayout, QWidget
 
 from ..figures import draw_chart
+from ..session import RunRecord
 from .common import PlotTexts, legend_below
 from .curves import REF_PEN
-from .results import RunRecord
 
 PPCA_BRUSH = pg.mkBrush("#ff7f0e")
 

@@ -4,7 +4,6 @@ and σ (with the true σ), for the live run and for every run ticked in the resu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
@@ -12,6 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPainterPath, QPen
 from PySide6.QtWidgets import QCheckBox, QGraphicsPathItem, QHBoxLayout, QVBoxLayout, QWidget
 
+from ..session import History
 from .common import (
     GrowingSeries,
     LiveView,
@@ -27,26 +27,6 @@ REF_PEN = pg.mkPen("#222222", width=1.5, style=Qt.PenStyle.DashLine)
 LIVE_Z = 10  # the live run's curves are drawn over the finished runs' ones
 FINAL_SYMBOL = "star"  # a run's final held-out score (all held-out points), at its last step
 LEGEND_ROWS = 12  # legend entries a column before the legend takes another column
-
-
-@dataclass
-class History:
-    """A run's curves as arrays: the objective and σ at every recorded step, held-out where evaluated."""
-
-    step: np.ndarray
-    objective: np.ndarray
-    sigma: np.ndarray
-    heldout_step: np.ndarray
-    heldout: np.ndarray
-
-    @classmethod
-    def from_rows(cls, rows: list[dict[str, float]]) -> History:
-        def col(key: str) -> np.ndarray:
-            return np.array([float(r.get(key, math.nan)) for r in rows], dtype=float)
-
-        step, held = col("step"), col("heldout")
-        ok = np.isfinite(held)
-        return cls(step, col("objective"), col("sigma"), step[ok], held[ok])
 
 
 class CurvesView(QWidget, LiveView):

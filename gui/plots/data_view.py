@@ -13,6 +13,8 @@ from PySide6.QtCore import QSize, Signal
 from PySide6.QtGui import QResizeEvent, QValidator
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
+from engine.alignment import ManifoldView
+
 from ..tasks import DataBundle, Samples
 from .common import DATA_BRUSH, TRUE_PEN, LiveView, PlotTexts, cache_static, fit_view, legend_below, polylines
 
@@ -173,7 +175,9 @@ class DataView(QWidget, LiveView):
         layout.addWidget(self.pairs)
         layout.addWidget(self.widget, 1)
         self.data: DataBundle | None = None
-        self.learned: tuple[np.ndarray, np.ndarray] | None = None  # (grid (L,P,m), manifold (L,P,n))
+        self.learned: ManifoldView | None = None
+        self.aligned = True  # draw g_θ through its Procrustes map onto the true latents, where known
+        self._learned_label = "learned g_θ"
         self.selected: int | None = None
         self._static = False  # new data or another pair: draw the data and f again, and range the view
         self._chosen = False  # another chosen point
@@ -189,11 +193,24 @@ class DataView(QWidget, LiveView):
         self._static = self._chosen = True
         self.mark_dirty()
 
-    def set_learned(self, grid: np.ndarray | None, values: np.ndarray | None) -> None:
-        self.learned = None if grid is None or values is None else (grid, values)
-        if self.learned is None:  # no run's g_θ on show: the legend names none
-            self.legend.set_label(self.learned_curve, "learned g_θ")
+    def set_learned(self, view: ManifoldView | None) -> None:
+        self.learned = view
+        if view is None:  # no run's g_θ on show: the legend names none
+            self._learned_label = "learned g_θ"
+        self._label_learned()
         self.mark_dirty()
+
+    def set_aligned(self, aligned: bool) -> None:
+        self.aligned = aligned
+        self._label_learned()
+        self.mark_dirty()
+
+    def _label_learned(self) -> None:
+        """The legend's name of g_θ, with how it is drawn: aligned (and by which map) or raw."""
+        label, view = self._learned_label, self.learned
+        if view is not None and view.latent_map is not None:
+            label += f", aligned ({view.latent_map.describe()})" if self.aligned else ", raw"
+        self.legend.set_label(self.learned_curve, label)
 
     def set_selected(self, index: int | None) -> None:
         self.selected = index
@@ -203,7 +220,8 @@ class DataView(QWidget, LiveView):
     def set_learned_colour(self, colour: str, label: str = "learned g_θ") -> None:
         """The pen of g_θ (its run's colour), in the legend too, where `label` names whose g_θ it is."""
         self.learned_curve.setPen(pg.mkPen(colour, width=2))
-        self.legend.set_label(self.learned_curve, label)
+        self._learned_label = label
+        self._label_learned()
         self.legend.repaint_sample(self.learned_curve)
 
     def _on_clicked(self, item: pg.ScatterPlotItem, points: list, ev: object) -> None:
@@ -223,7 +241,7 @@ class DataView(QWidget, LiveView):
             _axes(self.texts, n, pair, data.names)
             _scatter(self.scatter, pair, data.x_shown, data.z_shown)
             self._set_lines(self.true_curve, n, pair, data.true_grid, data.true_manifold)
-        grid, values = self.learned if self.learned is not None else (None, None)
+        grid, values = self.learned.shown(self.aligned) if self.learned is not None else (None, None)
         self._set_lines(self.learned_curve, n, pair, grid, values)
         if self._chosen:
             self._chosen = False
@@ -295,6 +313,7 @@ class SamplesView(QWidget, LiveView):
         layout.addWidget(self.widget, 1)
         self.data: DataBundle | None = None
         self.samples: Samples | None = None
+        self.aligned = True  # a fit's latents through its run's Procrustes map (n = 1 draws x against z)
 
     def _arrange(self, two_rows: bool) -> None:
         """The controls in one row, or the buttons under the count: the view (and the tabs it is in) may
@@ -338,6 +357,10 @@ class SamplesView(QWidget, LiveView):
             fit_view(self.plot)  # samples arrive on demand, rarely: range every redraw
         return drew
 
+    def set_aligned(self, aligned: bool) -> None:
+        self.aligned = aligned
+        self.mark_dirty()
+
     def set_enabled(self, fit: bool, truth: bool) -> None:
         self.fit_button.setEnabled(fit)
         self.truth_button.setEnabled(truth)
@@ -346,10 +369,15 @@ class SamplesView(QWidget, LiveView):
         pair = self.pairs.pair()
         data, samples = self.data, self.samples
         _scatter(self.data_scatter, pair, *((data.x_shown, data.z_shown) if data else (None, None)))
-        _scatter(self.sample_scatter, pair, *((samples.x, samples.z) if samples else (None, None)))
+        z = None if samples is None else samples.z
+        mapped = samples is not None and samples.z_aligned is not None and samples.x.shape[1] == 1
+        if mapped and self.aligned:
+            z = samples.z_aligned
+        _scatter(self.sample_scatter, pair, *((samples.x, z) if samples else (None, None)))
         _axes(self.texts, data.dataset.n if data is not None else 2, pair, data.names if data is not None else ())
+        how = (" (z aligned to the truth)" if self.aligned else " (z raw)") if mapped else ""
         self.texts.set(title="Generated samples against the data" if samples is None
-                       else f"{samples.label} against the data")
+                       else f"{samples.label} against the data{how}")
 
 
 def _scatter(item: pg.ScatterPlotItem, pair: tuple[int, int], points: np.ndarray | None,

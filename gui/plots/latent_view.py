@@ -37,21 +37,36 @@ class LatentView(QWidget, LiveView):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.widget)
         self.true_z: np.ndarray | None = None
-        self.inferred: np.ndarray | None = None
+        self.inferred: np.ndarray | None = None  # aligned to the true z where that is known
+        self.inferred_raw: np.ndarray | None = None
+        self.aligned = True  # draw the aligned latents (the window's View → Align fits to the truth)
         self.source = ""
         self._fit = False  # new true z: draw it and range the view at the next redraw that has points
         self._paired = False  # drawn as inferred-against-true (m = 1) rather than two clouds in a plane
 
     def set_true(self, z: np.ndarray | None, estimator: str) -> None:
         self.true_z = z
-        self.inferred = None
+        self.inferred = self.inferred_raw = None
         self.source = INFO[estimator].latents if estimator in INFO else "inferred"
         self._fit = True
         self.mark_dirty()
 
-    def set_inferred(self, latents: np.ndarray | None) -> None:
-        self.inferred = latents
+    def set_inferred(self, latents: np.ndarray | None, raw: np.ndarray | None = None) -> None:
+        """The inferred latents aligned to the true z (by the engine's Procrustes map), and as inferred."""
+        self.inferred, self.inferred_raw = latents, raw
         self.mark_dirty()
+
+    def set_aligned(self, aligned: bool) -> None:
+        self.aligned = aligned
+        self._fit = True
+        self.mark_dirty()
+
+    def _shown(self) -> tuple[np.ndarray | None, str]:
+        """The latents to draw and how they were mapped."""
+        if self.aligned or self.inferred_raw is None:
+            mapped = self.true_z is not None and self.inferred is not None and self.inferred is not self.inferred_raw
+            return self.inferred, "aligned" if mapped else ""
+        return self.inferred_raw, "raw"
 
     def set_colour(self, colour: str) -> None:
         c = pg.mkColor(colour)
@@ -61,18 +76,21 @@ class LatentView(QWidget, LiveView):
 
     def redraw(self) -> None:
         """The inferred latents at every frame; the true z and the labels only when they change."""
-        z, lat = self.true_z, self.inferred
+        z = self.true_z
+        lat, how = self._shown()
         paired = z is not None and lat is not None and z.shape[1] == 1 and lat.shape[1] == 1
         what = self.source or "inferred latents"
         if paired != self._paired or self._fit:
             self._paired = paired
             self.diagonal.setVisible(paired)
             if paired:
-                self.texts.set(title=f"Latents: {what} vs true z", bottom="true z₁", left=f"{what} ẑ₁ (aligned)")
+                self.texts.set(title=f"Latents: {what} vs true z", bottom="true z₁",
+                               left=f"{what} ẑ₁" + (f" ({how})" if how else ""))
                 self.true_scatter.setData([], [])
             else:
                 flat = all(p is None or p.shape[1] == 1 for p in (z, lat))
-                self.texts.set(title=f"Latents: true z and {what}", bottom="z₁", left="" if flat else "z₂")
+                self.texts.set(title=f"Latents: true z and {what}" + (f" ({how})" if how else ""), bottom="z₁",
+                               left="" if flat else "z₂")
                 _plane_scatter(self.true_scatter, z)
             self._fit = True
         if paired:

@@ -7,60 +7,16 @@ import csv
 import io
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
-from engine.config import RunConfig
-from engine.networks import Decoder, Encoder
-from engine.runs import SavedRun
-from engine.trainer import RunResult
-
-from .curves import History
+from ..session import RunRecord, Session
 
 Index = QModelIndex | QPersistentModelIndex
 SORT_ROLE = Qt.ItemDataRole.UserRole
-
-
-@dataclass
-class RunRecord:
-    """A run as the session keeps it: config, metrics, curves, and the fitted model."""
-
-    run_id: int
-    colour: str
-    config: RunConfig
-    metrics: dict[str, Any]
-    history: History
-    status: str
-    message: str
-    data_summary: str
-    result: RunResult | None = None  # trained in this session (can be saved)
-    saved: SavedRun | None = None  # opened from a run folder
-    checked: bool = True
-    data_label: str = ""  # the data it was fitted on, short: "sigmoid n=3 m=2", "data.csv n=2"
-    imported_from: str = ""  # the file name of imported data it was fitted on ('' for simulated data)
-    objective_label: str = ""  # what its training objective is: "log p(x)", "ELBO", ...
-    manifold: tuple[np.ndarray, np.ndarray] | None = None  # (latent grid, g_θ on it) for the data view
-
-    @property
-    def estimator(self) -> str:
-        return self.config.estimator.name
-
-    @property
-    def name(self) -> str:
-        return f"#{self.run_id} {self.estimator}"
-
-    @property
-    def decoder(self) -> Decoder:
-        return self.result.decoder if self.result is not None else self.saved.decoder
-
-    @property
-    def encoder(self) -> Encoder | None:
-        return self.result.encoder if self.result is not None else self.saved.encoder
 
 
 def _num(v: Any) -> float:
@@ -162,11 +118,25 @@ CSV_FIELDS = ("run", "estimator", "mixing", "n", "m", "samples", "heldout_loglik
 
 
 class ResultsModel(QAbstractTableModel):
+    """The session's records as a table: rows appear as the session adds them."""
+
     overlay_toggled = Signal(int, bool)
 
-    def __init__(self) -> None:
+    def __init__(self, session: Session) -> None:
         super().__init__()
-        self.records: list[RunRecord] = []
+        self.session = session
+        session.subscribe(self._on_session)
+
+    @property
+    def records(self) -> list[RunRecord]:
+        return self.session.records
+
+    def _on_session(self, event: str, value: Any) -> None:
+        if event == "record_adding":
+            row = len(self.records)
+            self.beginInsertRows(QModelIndex(), row, row)
+        elif event == "record":
+            self.endInsertRows()
 
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
         return 0 if parent.isValid() else len(self.records)
@@ -219,15 +189,6 @@ class ResultsModel(QAbstractTableModel):
         self.dataChanged.emit(index, index, [role])
         self.overlay_toggled.emit(r.run_id, r.checked)
         return True
-
-    def add(self, record: RunRecord) -> None:
-        row = len(self.records)
-        self.beginInsertRows(QModelIndex(), row, row)
-        self.records.append(record)
-        self.endInsertRows()
-
-    def record(self, run_id: int) -> RunRecord | None:
-        return next((r for r in self.records if r.run_id == run_id), None)
 
     def set_checked(self, run_id: int, checked: bool) -> None:
         for row, r in enumerate(self.records):
