@@ -31,12 +31,12 @@ from .config import (
 from .estimator_table import ESTIMATORS, GRID_ESTIMATORS
 from .evaluate import ScoringStopped, heldout_loglik, sigma_report
 from .memory import require
-from .metrics import COMPARE_COLUMNS, compare_row
+from .metrics import COMPARE_COLUMNS
 from .outputs import OutputError, UnitWriter
 from .presets import list_presets, load_preset
 from .progress import Progress, ScoringProgress
-from .runs import RunFileError, dumps, fit, load_run, run_files, short
-from .selection import estimator_for, one_se_rule, select_m_chart, select_m_record, suggest_m
+from .runs import RunFileError, Series, dumps, fit, fit_series, load_run, run_files, short
+from .selection import choose_m, estimator_for, select_m_chart, select_m_record, suggest_m
 from .simulate import Dataset, simulate
 from .storage import DataFileError, load_dataset, save_dataset, unreadable
 from .threads import apply_threads
@@ -428,9 +428,6 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-FIT_ERRORS = (ConfigError, ValueError, RuntimeError, ArithmeticError, MemoryError)
-
-
 def cmd_compare(a: argparse.Namespace) -> int:
     names = [s.strip() for s in a.estimators.split(",") if s.strip()]
     bad = [s for s in names if s not in ESTIMATORS]
@@ -449,11 +446,12 @@ def cmd_compare(a: argparse.Namespace) -> int:
     with UnitWriter(a.out, overwrite=a.overwrite, kind="compare") as out:  # built in a temporary sibling
         if a.m_note and not a.quiet:
             print(a.m_note, file=sys.stderr)
-        rows, results, aborted = _fit_many(list(zip(names, configs, strict=True)), data, test, out, a.quiet, stop)
-        truth = next((r.metrics["true_heldout_loglik"] for r in results.values()
+        series = _fit_many(list(zip(names, configs, strict=True)), data, test, out, a.quiet, stop)
+        rows = series.rows
+        truth = next((r.metrics["true_heldout_loglik"] for r in series.results.values()
                       if r.metrics.get("true_heldout_loglik") is not None), None)
         _write_compare(out, rows, truth)
-    if aborted:
+    if series.aborted:
         raise KeyboardInterrupt
     print(format_table(rows))
     if truth is not None:
@@ -464,30 +462,17 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
 
 def _fit_many(named: list[tuple[str, RunConfig]], data: Dataset, test: Dataset | None, out: UnitWriter,
-              quiet: bool, stop: _CtrlC) -> tuple[list[dict[str, Any]], dict[str, RunResult], bool]:
-    """Train and score each named config into out's folder/<name> (each run its own unit): the table's rows,
-    the results that finished, and whether Ctrl-C twice aborted the series (what finished is kept). An
-    estimator that fails is a row with its message; after a stop the rest are rows "not run"."""
-    rows: list[dict[str, Any]] = []
-    results: dict[str, RunResult] = {}
-    for name, cfg in named:
-        if stop.requested:
-            rows.append(compare_row(name, {}, "not run", "not run: stopped by the user"))
-            continue
-        try:
-            with UnitWriter(out.staging() / name, overwrite=False, kind="run", lock=False) as run:
-                result = _fit_one(cfg, data, test, run, quiet, stop)
-        except FIT_ERRORS as e:
-            rows.append(compare_row(name, {}, "failed", f"failed: {short(str(e))}"))
-            print(f"nlica-lab: {name} failed: {short(str(e))}", file=sys.stderr)
-            continue
-        except KeyboardInterrupt:  # Ctrl-C twice: the runs that finished are kept, the one interrupted is not
-            rows.append(compare_row(name, {}, "aborted", "aborted by the user (Ctrl-C twice)"))
-            return rows, results, True
-        rows.append(compare_row(name, result.metrics, result.status,
-                                "; ".join(result.metrics.get("warnings", [])[:1])))
-        results[name] = result
-    return rows, results, False
+              quiet: bool, stop: _CtrlC) -> Series:
+    """`runs.fit_series` with each run saved into out's folder/<name> (each run its own unit); Ctrl-C twice
+    aborts the series (what finished is kept)."""
+    def fit_one(name: str, cfg: RunConfig) -> RunResult:
+        with UnitWriter(out.staging() / name, overwrite=False, kind="run", lock=False) as run:
+            return _fit_one(cfg, data, test, run, quiet, stop)
+
+    def failed(name: str, message: str) -> None:
+        print(f"nlica-lab: {name} failed: {message}", file=sys.stderr)
+
+    return fit_series(named, fit_one, lambda: stop.requested, (KeyboardInterrupt,), failed)
 
 
 def cmd_select_m(a: argparse.Namespace) -> int:
@@ -504,11 +489,9 @@ def cmd_select_m(a: argparse.Namespace) -> int:
         named.append((f"m{m}", _run_config(a, data, a.estimator or estimator_for(m))))  # all validated first
     stop = _CtrlC()
     with UnitWriter(a.out, overwrite=a.overwrite, kind="select-m") as out:
-        rows, results, aborted = _fit_many(named, data, test, out, a.quiet, stop)
-        per_point = {int(name[1:]): r.heldout_per_point for name, r in results.items()
-                     if r.heldout_per_point is not None and r.status != "failed"}
-        choice = one_se_rule(per_point) if per_point else None
-        doc = select_m_record(named, rows, results, choice, data)
+        series = _fit_many(named, data, test, out, a.quiet, stop)
+        rows, choice = series.rows, choose_m(series.results)
+        doc = select_m_record(named, rows, series.results, choice, data)
         files = {"select_m.json": dumps(doc).encode(), "compare.csv": compare_csv(rows).encode()}
         if RENDER_PNG is not None and choice is not None:
             try:
@@ -516,7 +499,7 @@ def cmd_select_m(a: argparse.Namespace) -> int:
             except Exception as e:  # a figure that cannot be drawn must not lose the runs
                 print(f"nlica-lab select-m: no select_m.png ({type(e).__name__}: {short(str(e))})", file=sys.stderr)
         out.write(files)
-    if aborted:
+    if series.aborted:
         raise KeyboardInterrupt
     print(format_table(rows))
     if choice is None:

@@ -32,7 +32,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .config import ConfigError, DecoderConfig, EstimatorConfig, RunConfig
-from .metrics import score_run
+from .metrics import compare_row, score_run
 from .networks import Decoder, Encoder
 from .outputs import UnitError, UnitWriter, verify
 from .progress import ProgressFn, ScoringProgress
@@ -149,6 +149,48 @@ def history_csv(history: list[dict[str, float]]) -> str:
     for row in history:
         w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
     return buf.getvalue()
+
+
+# what a failed run raises: in a series (compare, select-m) it is a row "failed" and the series goes on
+FIT_ERRORS = (ConfigError, ValueError, RuntimeError, ArithmeticError, MemoryError)
+
+
+@dataclass
+class Series:
+    """Runs of a series of named configs: one `metrics.compare_row` each, in order, and those that finished."""
+
+    rows: list[dict[str, Any]]
+    results: dict[str, RunResult]
+    aborted: bool = False  # an exception of `aborts` ended it
+
+
+def fit_series(named: list[tuple[str, RunConfig]], fit_one: Callable[[str, RunConfig], RunResult],
+               stopped: Callable[[], bool], aborts: tuple[type[BaseException], ...] = (),
+               on_failed: Callable[[str, str], None] | None = None) -> Series:
+    """Fit each (name, config) with `fit_one` (what `compare` and `select-m` run, in the CLI and the GUI): a
+    run raising one of FIT_ERRORS is a row "failed" with its message (`on_failed(name, message)` too) and the
+    series goes on; once `stopped()`, the rest are rows "not run"; one of `aborts` (Ctrl-C twice) ends the
+    series with a row "aborted", what finished kept."""
+    series = Series([], {})
+    for name, cfg in named:
+        if stopped():
+            series.rows.append(compare_row(name, {}, "not run", "not run: stopped by the user"))
+            continue
+        try:
+            result = fit_one(name, cfg)
+        except FIT_ERRORS as e:
+            series.rows.append(compare_row(name, {}, "failed", f"failed: {short(str(e))}"))
+            if on_failed is not None:
+                on_failed(name, short(str(e)))
+            continue
+        except aborts:
+            series.rows.append(compare_row(name, {}, "aborted", "aborted by the user (Ctrl-C twice)"))
+            series.aborted = True
+            return series
+        series.rows.append(compare_row(name, result.metrics, result.status,
+                                       "; ".join(result.metrics.get("warnings", [])[:1])))
+        series.results[name] = result
+    return series
 
 
 MAX_HISTORY_BYTES = 1 << 30  # history.csv: about 100 bytes a step

@@ -60,6 +60,13 @@ def one_se_rule(per_point: dict[int, np.ndarray]) -> Choice:
     return Choice(chosen if chosen is not None else best, best, rows)
 
 
+def choose_m(results: dict[str, RunResult]) -> Choice | None:
+    """The one-SE rule over the runs of a select-m series ("m1", "m2", ...) that were scored; None if none was."""
+    per_point = {int(name[1:]): r.heldout_per_point for name, r in results.items()
+                 if r.heldout_per_point is not None and r.status != "failed"}
+    return one_se_rule(per_point) if per_point else None
+
+
 def suggest_m(x: np.ndarray, max_m: int = 6, seed: int = 0) -> Choice:
     """The one-SE rule on PPCA's held-out log-likelihood for m = 1..min(max_m, n - 1), on a seeded 80/20
     split of x (N, n). n = 1 (or too few points): m = 1."""

@@ -21,10 +21,9 @@ def application(argv: list[str] | None = None) -> QApplication:
         app.setOrganizationName(ORGANISATION)
         app.setApplicationName(APPLICATION)
         app.setApplicationDisplayName(APP_NAME)
-    # The plots cache their static items (data, finished runs' curves) as pixmaps in QPixmapCache, a few
-    # hundred kB each, four per finished run: past Qt's default 10 MB (a handful of runs) every live frame
-    # rendered evicted ones again; with 40 runs overlaid the fastest run trained 26 % slower. A limit, not an
-    # allocation.
+    # The plots cache static items (data, finished runs' curves) as pixmaps, four per finished run: Qt's 10 MB
+    # default holds a handful of runs, past which every live frame renders evicted ones again, slowing training
+    # (bench/RESULTS.md, "GUI and engine design measurements"). A limit, not an allocation.
     QPixmapCache.setCacheLimit(max(QPixmapCache.cacheLimit(), PIXMAP_CACHE_KB))
     return app
 

@@ -1,6 +1,6 @@
 """Figures for the command line, drawn with pyqtgraph offscreen: the engine describes a chart as plain data
-(engine/cli.py's `Chart`), this module renders it to PNG bytes. main.py hands `render_png` to the CLI, so
-`engine/` itself never imports Qt."""
+(`engine.selection.select_m_chart`), this module renders it to PNG bytes. main.py sets
+`engine.cli.RENDER_PNG` to a call of `render_png`, so `engine/` itself never imports Qt."""
 
 from __future__ import annotations
 

@@ -110,6 +110,7 @@ def main(argv: list[str]) -> int:
         settle()
         shoot(w.top_plots, out / "ex3-vae-posterior.png")
         shoot(w, out / "ex3-compare.png")
+        shoot(w, out / "main-window.png")  # the README's picture
 
         # The degenerate likelihood without a floor on sigma
         w.load_preset(str(PRESET_DIR / "degenerate-no-floor.json"))

@@ -20,11 +20,10 @@ from engine.config import DecoderConfig, EstimatorConfig, RunConfig, SimulationC
 from engine.evaluate import heldout_loglik
 from engine.integral import point_posterior
 from engine.latents import LatentMap
-from engine.metrics import compare_row
 from engine.networks import Decoder, Encoder, build_decoder
 from engine.progress import Progress, ScoringProgress
-from engine.runs import SavedRun, fit, load_history, load_run, save_run
-from engine.selection import Choice, estimator_for, one_se_rule, select_m_chart, select_m_record, suggest_m
+from engine.runs import SavedRun, fit, fit_series, load_history, load_run, save_run
+from engine.selection import Choice, choose_m, estimator_for, select_m_chart, select_m_record, suggest_m
 from engine.simulate import Dataset, sample_model, simulate
 from engine.storage import load_dataset, save_dataset
 from engine.trainer import RunResult, split_indices
@@ -263,9 +262,9 @@ def export_data(path: str, dataset: Dataset) -> Task:
 
 
 def train(config: RunConfig, data: DataBundle | None, suggest: bool = False) -> Task:
-    """Fit `config` on `data`; with no data (or stale data) draw it first and report it as phase "data".
-    With a true model, its held-out score for this split comes first (phase "truth"). `suggest`: the data
-    need an m (`DataBundle.needs_m`): PPCA's suggestion is fitted and reported as phase "m"."""
+    """Fit `config` on `data`; with no data (or stale data) draw it first and report it as `DataDrawn`.
+    With a true model, its held-out score for this split comes first (`TruthScored`). `suggest`: the data
+    need an m (`DataBundle.needs_m`): PPCA's suggestion is fitted and reported as `MSuggested`."""
     def task(report: ProgressFn, should_stop: StopFn) -> TrainedRun:
         bundle = data
         if bundle is None:
@@ -285,9 +284,9 @@ def train(config: RunConfig, data: DataBundle | None, suggest: bool = False) -> 
 
 def select_m(config: RunConfig, data: DataBundle, max_m: int) -> Task:
     """Fit m = 1..max_m on `data` (each with `engine.selection.estimator_for(m)`, the rest of `config` as it is), as
-    `select-m` does; each finished run is reported as phase "select_m_run" (a `TrainedRun`), progress as phase
-    "select_m" (k, of, m, and the run's step and fraction). Stop ends the run in progress (unscored) and the
-    series. The one-SE rule on the runs' paired held-out values chooses m."""
+    `select-m` does; each finished run is reported as a `SelectMRun`, progress as `SelectMProgress`. Stop ends
+    the run in progress (unscored) and the series; a run that fails is a row "failed" and the series goes on
+    (`engine.runs.fit_series`, as in select-m). The one-SE rule on the runs' paired held-out values chooses m."""
     def task(report: ProgressFn, should_stop: StopFn) -> SelectedM:
         named: list[tuple[str, RunConfig]] = []
         for m in range(1, max_m + 1):
@@ -296,30 +295,24 @@ def select_m(config: RunConfig, data: DataBundle, max_m: int) -> Task:
             cfg.estimator.name = estimator_for(m)
             cfg.validate()
             named.append((f"m{m}", cfg))
-        rows: list[dict[str, Any]] = []
-        results: dict[str, RunResult] = {}
-        stopped = False
-        for k, (name, cfg) in enumerate(named, start=1):
-            if should_stop():
-                stopped = True
-                rows.append(compare_row(name, {}, "not run", "not run: stopped by the user"))
-                continue
+        order = {name: k for k, (name, _) in enumerate(named, start=1)}
 
-            def progress(p: Progress, k: int = k, m: int = cfg.decoder.m) -> None:
+        def fit_one(name: str, cfg: RunConfig) -> RunResult:
+            k, m = order[name], cfg.decoder.m
+
+            def progress(p: Progress) -> None:
                 scoring = isinstance(p, ScoringProgress)
                 report(SelectMProgress(k, max_m, m, p.step, p.steps, 1.0 if scoring else p.fraction, scoring))
 
-            report(SelectMProgress(k, max_m, cfg.decoder.m, 0, cfg.training.steps, 0.0, False))
+            report(SelectMProgress(k, max_m, m, 0, cfg.training.steps, 0.0, False))
             result = fit(cfg, data.dataset, None, progress, should_stop, should_stop, snapshots=False)
-            results[name] = result
-            rows.append(compare_row(name, result.metrics, result.status,
-                                    "; ".join(result.metrics.get("warnings", [])[:1])))
             report(SelectMRun(TrainedRun(result, learned_manifold(result.decoder, data))))
-            stopped = stopped or result.status == "stopped"
-        per_point = {int(name[1:]): r.heldout_per_point for name, r in results.items()
-                     if r.heldout_per_point is not None and r.status != "failed"}
-        choice = one_se_rule(per_point) if per_point else None
-        record = select_m_record(named, rows, results, choice, data.dataset)
+            return result
+
+        series = fit_series(named, fit_one, should_stop)
+        choice = choose_m(series.results)
+        record = select_m_record(named, series.rows, series.results, choice, data.dataset)
+        stopped = any(r["status"] in ("stopped", "not run") for r in series.rows)
         return SelectedM(choice, select_m_chart(record) if choice is not None else None, record, stopped)
     return task
 

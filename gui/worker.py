@@ -9,8 +9,8 @@ and `should_stop` as its stop flag). Wiring:
 and the worker is deleted in the GUI thread once its thread has ended (`RunController._release`). Not with
 `deleteLater` in its own thread, as superqt's ``new_worker_qthread`` does: Qt's destructor takes Qt's
 signal-slot locks and then, through PySide, the GIL, while the GUI thread holding the GIL may be waiting
-for one of those locks (a deadlock seen once in the test suite: the GUI thread in
-`QMetaObject::disconnect`, the worker thread in `~QObject` waiting for the GIL).
+for one of those locks: a deadlock, the GUI thread in `QMetaObject::disconnect` and the worker thread in
+`~QObject` waiting for the GIL (bench/RESULTS.md, "GUI and engine design measurements").
 
 Signals of the worker (emitted in the worker thread):
     progress(object)   a progress record (engine/progress.py: the trainer sends at most 20 a second, each
@@ -192,7 +192,7 @@ class RunController(QObject):
 
     # ------------------------------------------------------------------------------ GUI-thread slots
     @Slot(object)
-    def _on_progress(self, info: dict[str, Any]) -> None:
+    def _on_progress(self, info: object) -> None:
         self.progress.emit(info)
 
     @Slot(object)

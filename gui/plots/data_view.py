@@ -164,7 +164,7 @@ class DataView(QWidget, LiveView):
         # redrawn at every frame: a bare PlotCurveItem, without PlotDataItem's per-call bookkeeping
         self.learned_curve = pg.PlotCurveItem(pen=pg.mkPen("#D55E00", width=2), name="learned g_θ",
                                              connect="finite")
-        self.learned_curve.setSegmentedLineMode("off")  # one stroked path: 30 % faster than line segments
+        self.learned_curve.setSegmentedLineMode("off")  # one stroked path: faster to draw than line segments
         self.chosen = pg.ScatterPlotItem(size=14, symbol="o", pen=pg.mkPen("#c00000", width=2.5), brush=None)
         for item in (self.scatter, self.true_curve, self.learned_curve, self.chosen):
             self.plot.addItem(item)
