@@ -46,8 +46,15 @@ TABLE: tuple[EstimatorInfo, ...] = (
 )
 
 INFO: dict[str, EstimatorInfo] = {e.name: e for e in TABLE}
+
+
+def objective_label(name: str, samples: int | None = None) -> str:
+    """What the estimator's training value estimates, with its K where the bound depends on it (iwae)."""
+    info = INFO[name]
+    if samples is not None and info.family == "vae" and "samples" in info.settings:
+        return f"{info.objective} (K = {samples})"
+    return info.objective
 ESTIMATORS = tuple(e.name for e in TABLE)
 MLE_ESTIMATORS = tuple(e.name for e in TABLE if e.family == "mle")
-VAE_ESTIMATORS = tuple(e.name for e in TABLE if e.family == "vae")
 GRID_ESTIMATORS = tuple(e.name for e in TABLE if "nodes" in e.settings)  # Gauss-Hermite: nodes^m grid points
 SAMPLING_ESTIMATORS = tuple(e.name for e in TABLE if "samples" in e.settings)  # K draws per point

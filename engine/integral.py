@@ -4,8 +4,9 @@ Exact: on a uniform grid z_g of spacings h_1..h_m over a box that holds the post
 
     log p(x) = log Σ_g h_1..h_m p(x, z_g),        p(z_g | x) = exp(log p(x, z_g) - log p(x)),
 
-the trapezoidal rule with the integrand negligible at the box's edges (below TAIL of its peak), nodes
-doubled until log p(x) moves less than `tol`. The box follows the mass, wherever it is: it starts at the
+a Riemann sum, the trapezoidal rule up to the edge terms, which are negligible (below TAIL of the peak);
+nodes doubled until log p(x) moves less than `tol`, or up to FINE_CAP nodes per axis (`grid_change` says
+how far from `tol` that left it). The box follows the mass, wherever it is: it starts at the
 hull of the Laplace approximation N(mu, H^-1) (global Gauss-Newton search, `engine.likelihood.laplace`)
 and of where a coarse scan of the prior's region finds non-negligible mass, and it grows where an edge
 is not negligible. The grid shown is the box where p(z | x) >= SHOWN of its peak (so its edges are
@@ -43,10 +44,10 @@ from .estimators.vae import draw_latents, elbo_terms, iwae_bound_at, log_q
 from .estimators.vae import log_weights as vae_log_weights
 from .evaluate import as_float64, mean_in_passes
 from .likelihood.diagnostics import effective_sample_size
-from .likelihood.importance import DEFENSIVE_WEIGHT, GaussianProposal, log_mean_exp, log_weights
+from .likelihood.importance import DEFENSIVE_WEIGHT, GaussianProposal, log_mean_exp, proposal_draws
 from .likelihood.laplace import candidate_starts, laplace
-from .likelihood.quadrature import grid_terms, hermite_grid, log_marginal_adaptive, log_marginal_dense
-from .model import LatentGaussianModel, log_likelihood, log_prior
+from .likelihood.quadrature import adaptive_terms, grid_terms, hermite_grid, log_marginal_dense
+from .model import LatentGaussianModel, log_joint, log_likelihood, log_prior
 from .networks import Encoder
 
 F64 = torch.float64
@@ -57,6 +58,7 @@ LOCATE_NODES = {1: 241, 2: 49}  # the scan of starts for the mode search
 SCAN_NODES = {1: 4001, 2: 201}  # the coarse scan for mass away from the mode
 FINE_NODES = {1: 2001, 2: 201}  # the integration grid's first node count per axis (then doubled)
 FINE_CAP = {1: 64001, 2: 801}
+EXACT_TOL = 1e-9  # nats: the exact log p(x) settles to this, within FINE_CAP
 SHOWN_NODES = {1: 1001, 2: 161}
 ELBO_DRAWS = 4096  # draws of the ELBO's Monte Carlo term for one point
 IWAE_REPEATS = 256  # sets of K draws averaged for the IWAE_K bound itself
@@ -159,7 +161,6 @@ class ExactPosterior:
     density: np.ndarray  # (G,) or (G, G) indexed [z1, z2]
     log_px: float
     mode: np.ndarray  # (m,)
-    chol: np.ndarray  # (m, m) Laplace: L L^T = H^-1 at the mode
     nodes: int  # of the integration grid, per axis
     change: float
 
@@ -203,7 +204,7 @@ def locate(model: LatentGaussianModel, x: Tensor) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def exact_posterior(model: LatentGaussianModel, x: np.ndarray | Tensor, marks: np.ndarray | None = None,
-                    tol: float = 1e-9, shown_nodes: int | None = None) -> ExactPosterior:
+                    tol: float = EXACT_TOL, shown_nodes: int | None = None) -> ExactPosterior:
     """p(z | x) of one point on a grid over its mass (m = 1 or 2) and log p(x) (module docstring).
 
     `marks` (P, m): points the grid shown must hold (the estimator's nodes or draws that carry weight)."""
@@ -264,7 +265,7 @@ def exact_posterior(model: LatentGaussianModel, x: np.ndarray | Tensor, marks: n
     shown = shown_nodes or SHOWN_NODES[m]
     axes, z, _ = _box_grid(s_lo - pad, s_hi + pad, shown)
     density = (_log_joint_rows(model, xt, z) - log_px).exp().reshape((shown,) * m)
-    return ExactPosterior([a.numpy() for a in axes], density.numpy(), log_px, mu, chol[0].numpy(), nodes, change)
+    return ExactPosterior([a.numpy() for a in axes], density.numpy(), log_px, mu, nodes, change)
 
 
 @torch.no_grad()
@@ -300,12 +301,10 @@ def adaptive_nodes(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig) 
     nodes = resolved_nodes(est, model.m)
     u, logw = hermite_grid(model.m, nodes)  # (G, m), (G,)
     mode, chol = locate(model, x)  # (1, m), (1, m, m)
-    estimate = float(log_marginal_adaptive(model, x, mode, chol, u, logw)[0])
-    z = mode + u @ chol[0].T  # (G, m) z_g = mu + L u_g
-    log_det = torch.diagonal(chol[0]).log().sum()
-    terms = logw + _log_joint_rows(model, x, z) - log_prior(u) + log_det  # (G,) the summands of the estimate
-    return NodeRule(estimator=est.name, estimate=estimate, estimate_name="log p(x)", nodes=z.numpy(),
-                    weights=torch.softmax(terms, 0).numpy(), density=np.zeros(0), per_axis=nodes, adaptive=True,
+    z, terms = adaptive_terms(model, x, mode, chol, u, logw)  # (1, G, m), (1, G): the training code's summands
+    estimate = float(torch.logsumexp(terms[0], 0))
+    return NodeRule(estimator=est.name, estimate=estimate, estimate_name="log p(x)", nodes=z[0].numpy(),
+                    weights=torch.softmax(terms[0], 0).numpy(), density=np.zeros(0), per_axis=nodes, adaptive=True,
                     centre=mode[0].numpy(), chol=chol[0].numpy(),
                     note=f"the {nodes}^{model.m} Gauss-Hermite nodes moved to the mode and scaled by the "
                          "Laplace curvature, area ∝ weight")
@@ -319,14 +318,8 @@ def importance_draws(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig
     if est.proposal == "laplace":
         mode, chol = locate(model, x)
         proposal = GaussianProposal(mode, chol, DEFENSIVE_WEIGHT)
-    gen = torch.Generator().manual_seed(seed)
-    state = gen.get_state()
-    lw = log_weights(model, x, proposal, est.samples, gen)[0]  # (K,)
-    gen.set_state(state)  # the same draws again, to show where they are
-    if proposal is None:
-        z = torch.randn(1, est.samples, model.m, generator=gen, dtype=F64)
-    else:
-        z = proposal.sample(est.samples, gen)
+    z, lq = proposal_draws(x, model.m, proposal, est.samples, torch.Generator().manual_seed(seed))  # as in training
+    lw = (log_joint(model, x, z) - lq)[0]  # (K,) log w_k, as `log_weights` forms them
     ess = float(effective_sample_size(lw.numpy()[None])[0])
     where = "the prior" if proposal is None else "the Laplace approximation mixed with the prior"
     return ImportanceDraws(estimator=est.name, estimate=float(log_mean_exp(lw)), estimate_name="log p(x)",

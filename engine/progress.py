@@ -20,11 +20,9 @@ from .alignment import ManifoldView
 class RunSetup:
     """The fixed part of a run's live plots, sent once with its first progress."""
 
-    x_shown: np.ndarray  # (k, n) the training points the live plots show
-    z_true_shown: np.ndarray | None  # (k, m) their true latents, when known
+    z_true_shown: np.ndarray | None  # (k, m) the true latents of the training points the live plots show
     objective_label: str  # what the objective estimates ("log p(x)", "ELBO", ...)
     estimator: str
-    formula: str
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ from . import __version__
 from .alignment import manifold_view
 from .config import ConfigError, RunConfig, TrainingConfig
 from .display import split_sizes
-from .estimator_table import INFO
 from .estimators import Estimator, build_estimator
 from .evaluate import quick_loglik
 from .memory import require
@@ -189,8 +188,7 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
     # fixed views for the live plots
     shown = min(DISPLAY_POINTS, len(train_idx))
     z_shown = data.z[train_idx[:shown]] if data.z is not None else None
-    setup = RunSetup(data.x[train_idx[:shown]].copy(), None if z_shown is None else z_shown.copy(),
-                     est.value_label, config.estimator.name, INFO[config.estimator.name].formula)
+    setup = RunSetup(None if z_shown is None else z_shown.copy(), est.value_label, config.estimator.name)
 
     history: list[dict[str, float]] = []
     best = (-math.inf, None, 0)  # (held-out, state, step)

@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import ConfigError, RunConfig
+from engine.estimator_table import objective_label
 from engine.progress import ScoringProgress, TrainingProgress
 from engine.trainer import resolve_device
 
@@ -54,8 +55,8 @@ from .plots.curves import CurvesView
 from .plots.data_view import DataView, SamplesView
 from .plots.latent_view import LatentView
 from .plots.posterior_view import PosteriorView
-from .plots.results import ResultsModel, ResultsTable, RunRecord, scoring_note
-from .session import Session, objective_label
+from .plots.results import ResultsModel, ResultsTable, scoring_note
+from .session import RunRecord, Session
 from .settings import (
     ALIGN_FITS,
     GEOMETRY,
@@ -551,7 +552,8 @@ class MainWindow(QMainWindow):
         estimator = config.estimator.name
         live = self.session.begin_run(estimator)
         colour, name = live.colour, live.name
-        self.curves.start_live(colour, objective_label(estimator), config.training.steps, name)
+        self.curves.start_live(colour, objective_label(estimator, config.estimator.samples), config.training.steps,
+                               name)
         self.data_view.set_learned(None)
         self.data_view.set_learned_colour(colour, f"g_θ of {name}")
         # the last run's latents go now, not at this run's first snapshot (seconds away; then in this colour)
@@ -609,8 +611,7 @@ class MainWindow(QMainWindow):
             case tasks.DataDrawn():
                 self.session.set_data(p.data)
             case tasks.TruthScored():
-                if self.session.data is not None:
-                    self.session.data.truth_score = p.truth
+                self.session.set_truth_score(p.truth)
                 self._show_truth(p.truth)
             case tasks.MSuggested():
                 self._take_m(p.suggestion.m, p.suggestion.note)
@@ -635,7 +636,7 @@ class MainWindow(QMainWindow):
             self.latent_view.set_true(p.setup.z_true_shown, p.setup.estimator)
             self.curves.set_objective_label(p.setup.objective_label)
         if p.snapshot is not None:  # a plot snapshot (a few a second; the curves get every progress)
-            self.data_view.set_learned(p.snapshot.manifold)
+            self.data_view.set_learned(p.snapshot.manifold, live=True)
             self.latent_view.set_inferred(p.snapshot.latents, p.snapshot.latents_raw)
         self.curves.add_rows(p.history_rows)
         if p.time_limit is not None and p.fraction > 0:
@@ -748,17 +749,14 @@ class MainWindow(QMainWindow):
                                 record.objective_label)
 
     def _show_learned(self, record: RunRecord | None) -> None:
-        """The data view draws the g_θ of the run selected in the table (none of a run fitted on data of
-        another dimension); while a run trains, that run's."""
+        """The data view draws the g_θ of the run selected in the table (`Session.manifold_of`); while a run
+        trains, that run's."""
         if self.session.live is not None:
             return
-        fits = (record is not None and record.manifold is not None and self.session.data is not None
-                and record.decoder.n == self.session.data.dataset.n)
-        if fits:
-            self.data_view.set_learned(record.manifold)
+        view = None if record is None else self.session.manifold_of(record)
+        self.data_view.set_learned(view)
+        if view is not None and record is not None:
             self.data_view.set_learned_colour(record.colour, f"g_θ of {record.name}")
-        else:
-            self.data_view.set_learned(None)
 
     @Slot(str, str)
     def _on_task_failed(self, message: str, details: str) -> None:
@@ -839,7 +837,7 @@ class MainWindow(QMainWindow):
     def _on_m_edited(self) -> None:
         """The user set m: Start fits it, whatever the data."""
         if self.session.m_auto:
-            self.session.m_auto = False  # Start fits the m set
+            self.session.take_m(self.session.config.decoder.m)  # Start fits the m set
             self._show_warnings()
 
     @Slot()
@@ -886,7 +884,8 @@ class MainWindow(QMainWindow):
             if record is None:
                 return
             model, label = record.decoder, f"Samples from run {record.name}"
-            latent_map = record.manifold.latent_map if record.manifold is not None else None
+            view = self.session.manifold_of(record)
+            latent_map = view.latent_map if view is not None else None
         self.controller.start("sample", tasks.sample(model, count, seed, label, latent_map),
                               self.samples_view.set_samples)
 
@@ -909,7 +908,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------------ files
     def apply_config(self, config: RunConfig) -> None:
         """Show another config in the panels (after a preset or a config file)."""
-        self.session.config = config
+        self.session.set_config(config)
         self.model_panel.bind(config.simulation)
         self.estimator_panel.bind(config.estimator)
         self.training_panel.bind(config.decoder, config.training)

@@ -120,6 +120,18 @@ def main(argv: list[str]) -> int:
         w.side_tabs.setCurrentWidget(w.latent_view)
         run(w)
         shoot(w.centralWidget(), out / "ex2-degenerate.png")
+
+        # Exercise 2, step 4: importance sampling on m = 2 data, its draws over the exact posterior's heatmap
+        w.load_preset(str(PRESET_DIR / "sigmoid-n3m2.json"))
+        combo.setCurrentIndex(combo.findData("mle-importance"))
+        w.training_panel.training_form.fields["steps"].spin.setValue(600)
+        run(w)
+        w.posterior_view.set_index(POINT)
+        w.compute_posterior(POINT)
+        wait(idle(w))
+        w.side_tabs.setCurrentWidget(w.posterior_view)
+        settle()
+        shoot(w.top_plots, out / "ex2-importance-m2.png")
         w.close()
     return 0
 

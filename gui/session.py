@@ -21,7 +21,7 @@ import numpy as np
 from engine.alignment import ManifoldView
 from engine.config import ConfigError, RunConfig
 from engine.display import split_problem
-from engine.estimator_table import INFO, SAMPLING_ESTIMATORS
+from engine.estimator_table import SAMPLING_ESTIMATORS, objective_label
 from engine.networks import Decoder, Encoder
 from engine.progress import RunSetup
 from engine.runs import SavedRun
@@ -38,11 +38,6 @@ LARGE_K = 1000  # importance samples per point above which a step is slow (a war
 
 def run_colour(run_id: int) -> str:
     return RUN_COLOURS[(run_id - 1) % len(RUN_COLOURS)]
-
-
-def objective_label(estimator: str) -> str:
-    """What the estimator's training objective is (a live run names its own, e.g. with its K)."""
-    return INFO[estimator].objective if estimator in INFO else ""
 
 
 @dataclass
@@ -84,6 +79,7 @@ class RunRecord:
     imported_from: str = ""  # the file name of imported data it was fitted on ('' for simulated data)
     objective_label: str = ""  # what its training objective is: "log p(x)", "ELBO", ...
     manifold: ManifoldView | None = None  # g_θ for the data view, raw and aligned to the truth
+    aligned_to: Any = None  # the DataBundle whose true latents `manifold`'s map was fitted to
 
     @property
     def estimator(self) -> str:
@@ -163,6 +159,15 @@ class Session:
         self.data = bundle
         self._emit("data", bundle)
 
+    def set_truth_score(self, score: Any) -> None:
+        """The true model's held-out score for the split now in use (a `tasks.TruthScore`, or None)."""
+        if self.data is not None:
+            self.data.truth_score = score
+
+    def set_config(self, config: RunConfig) -> None:
+        """Another config for the panels (a preset, a config file)."""
+        self.config = config
+
     def data_stale(self) -> bool:
         """No data, or simulated data drawn with other settings than the current ones (imported: never)."""
         if self.data is None:
@@ -207,7 +212,7 @@ class Session:
         return out
 
     def take_m(self, m: int) -> None:
-        """m for the next runs, set by the app (PPCA's suggestion, or the choice from the data)."""
+        """m for the next runs, set by the app (PPCA's suggestion, the choice from the data) or the user."""
         self.config.decoder.m = m
         self.m_auto = False
 
@@ -243,23 +248,25 @@ class Session:
         result, data = trained.result, self.data
         run_id = live.run_id if live is not None else self._new_run_id()
         objective = (live.setup.objective_label if live is not None and live.setup is not None
-                     else objective_label(result.config.estimator.name))
+                     else objective_label(result.config.estimator.name, result.config.estimator.samples))
         record = RunRecord(run_id, live.colour if live is not None else run_colour(run_id), result.config,
                            result.metrics, History.from_rows(result.history), result.status, result.message,
                            data.summary if data is not None else "", result=result,
                            data_label=data.label if data is not None else "",
                            imported_from=data.imported_from if data is not None else "",
-                           objective_label=objective, manifold=trained.manifold)
+                           objective_label=objective, manifold=trained.manifold, aligned_to=data)
         self.add_record(record)
         return record
 
     def add_opened(self, opened: OpenedRun) -> RunRecord:
         """A run folder opened again enters the table."""
         saved, run_id = opened.saved, self._new_run_id()
+        est = saved.config.estimator
         record = RunRecord(run_id, run_colour(run_id), saved.config, saved.metrics, History.from_rows(opened.history),
                            str(saved.info.get("status", "done")), str(saved.info.get("message", "")),
                            f"opened from {saved.path}", saved=saved,
-                           objective_label=objective_label(saved.config.estimator.name), manifold=opened.manifold)
+                           objective_label=objective_label(est.name, est.samples), manifold=opened.manifold,
+                           aligned_to=self.data)
         self.add_record(record)
         return record
 
@@ -279,6 +286,14 @@ class Session:
 
     def selected_record(self) -> RunRecord | None:
         return self.record(self.selected)
+
+    def manifold_of(self, record: RunRecord) -> ManifoldView | None:
+        """The run's g_θ for the data on show: none for data of another dimension; raw (no map) for other
+        data than those its alignment was fitted to, whose truth it says nothing about."""
+        view, data = record.manifold, self.data
+        if view is None or data is None or record.decoder.n != data.dataset.n:
+            return None
+        return view if record.aligned_to is data else ManifoldView(view.grid, view.values)
 
     def next_sample_seed(self) -> int:
         self._sample_seed += 1

@@ -28,7 +28,9 @@ A training run ends by scoring the fitted model on its held-out points (`engine.
 a `ScoringProgress`), and the engine calls `should_stop` between the chunks of that scoring too. There a
 stop request ends the scoring (the trained run is returned), pause and step do nothing, and a stop that
 ended the training is forgotten: Stop during training still scores the run; Stop again, or a stop with
-`everything` (closing the window), ends the scoring as well.
+`everything` (closing the window), ends the scoring as well. A series (Choose m) reports each run's phase
+in its `SelectMProgress`: pause and step act in each run's training, not in its scoring, and a stop ends the
+run in progress unscored and the series.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal, S
 
 from engine.progress import ScoringProgress
 
-from .tasks import Paused, Task
+from .tasks import Paused, SelectMProgress, Task
 
 DoneFn = Callable[[Any], None]
 
@@ -114,7 +116,11 @@ class EngineWorker(QObject):
         return False
 
     def _report(self, info: Any) -> None:
-        if isinstance(info, ScoringProgress) and not self._scoring:
+        if isinstance(info, SelectMProgress):  # a series: each run trains (pausable, counted), then is scored
+            self._scoring = info.scoring
+            if info.step == 0 and not info.scoring:
+                self._steps_started = 0
+        elif isinstance(info, ScoringProgress) and not self._scoring:
             with self._stop_lock:  # the training has ended: a stop it answered is spent, a later one is not
                 self._scoring = True
                 if not self._stop_all and info.stop_answered:

@@ -78,3 +78,18 @@ def test_fitted_view_of_a_mirrored_cubic_finds_the_sign_from_posterior_means():
     assert np.abs(view.aligned_values - true).max() < 0.02 * scale  # the posterior means' shift, at most
     assert np.abs(view.values - true).max() > 0.3 * scale
     assert fitted_manifold_view(fit, None, None).latent_map is None  # no true latents: raw only
+
+
+def test_a_map_between_latent_spaces_of_different_dimensions_is_semi_orthogonal():
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(500, 2))
+    Q = np.linalg.qr(rng.normal(size=(3, 3)))[0][:, :2]  # (3, 2) orthonormal columns: a fit with m_hat = 3
+    z_hat = z @ Q.T  # the true latents embedded in a 3-D latent space
+    mp = procrustes_map(z, z_hat, centre=False)
+    assert mp.rotation.shape == (3, 2) and mp.describe() == "rotated by Procrustes"
+    np.testing.assert_allclose(mp.to_truth(z_hat), z, atol=1e-10)
+    np.testing.assert_allclose(mp.to_truth(mp.to_model(z)), z, atol=1e-10)  # m_hat > m: a left inverse
+    back = procrustes_map(z_hat, z, centre=False)  # m_hat = 2 < m = 3: the best 2-D view of 3-D latents
+    assert back.rotation.shape == (2, 3)
+    np.testing.assert_allclose(back.to_truth(z), z_hat, atol=1e-10)
+

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,6 +29,8 @@ from engine.cli import main as cli_main
 from engine.config import RunConfig, SimulationConfig
 from engine.ppca import gaussian_loglik
 from engine.presets import list_presets, load_preset
+from engine.runs import fit_series
+from engine.selection import choose_m
 from engine.simulate import simulate
 from engine.storage import load_dataset
 from engine.trainer import split_indices
@@ -401,3 +404,41 @@ def test_main_without_display_says_so_and_exits_2() -> None:
     assert len(lines) == 1, out.stderr
     assert "no display" in lines[0]
     assert out.stdout == ""
+
+
+def test_fit_series_keeps_going_past_a_failure_and_keeps_what_finished_on_abort():
+    named = [(f"m{m}", RunConfig()) for m in range(1, 5)]
+    finished = SimpleNamespace(metrics={"heldout_loglik": -1.0, "warnings": ["w"]}, status="done")
+
+    def fit_one(name, cfg):
+        if name == "m2":
+            raise ValueError("nan in the decoder")
+        if name == "m4":
+            raise KeyboardInterrupt
+        return finished
+
+    failed: list[tuple[str, str]] = []
+    s = fit_series(named, fit_one, lambda: False, (KeyboardInterrupt,), lambda *a: failed.append(a))
+    assert [r["status"] for r in s.rows] == ["done", "failed", "done", "aborted"] and s.aborted
+    assert set(s.results) == {"m1", "m3"} and failed == [("m2", "nan in the decoder")]
+    assert "nan in the decoder" in s.rows[1]["message"] and s.rows[0]["message"] == "w"
+    calls: list[str] = []
+    s = fit_series(named, lambda name, cfg: calls.append(name) or finished, lambda: len(calls) >= 2)
+    assert calls == ["m1", "m2"] and [r["status"] for r in s.rows] == ["done", "done", "not run", "not run"]
+    with pytest.raises(KeyboardInterrupt):  # not one of `aborts`: not caught
+        fit_series(named, fit_one, lambda: False)
+
+
+
+def test_choose_m_applies_the_one_se_rule_to_the_scored_runs_only():
+    base = np.random.default_rng(0).normal(-2.0, 1.0, 400)
+    wiggle = 0.5 * (-1.0) ** np.arange(400)  # mean 0, sd 0.5: paired differences with a standard error 0.025
+
+    def run(values: np.ndarray | None, status: str = "done") -> SimpleNamespace:
+        return SimpleNamespace(heldout_per_point=values, status=status)
+
+    results = {"m1": run(base), "m2": run(base + 0.30), "m3": run(base + 0.32 + wiggle),
+               "m4": run(base + 5.0, "failed"), "m5": run(None)}
+    choice = choose_m(results)  # m4 failed, m5 unscored: neither counts
+    assert choice is not None and choice.best == 3 and choice.chosen == 2  # 0.02 short of m3, SE 0.025
+    assert choose_m({"m1": run(None)}) is None and choose_m({}) is None

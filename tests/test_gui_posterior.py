@@ -188,3 +188,37 @@ def test_the_window_computes_the_posterior_of_the_selected_run(qtbot: Any, tmp_p
     np.testing.assert_allclose(r.x, w.session.data.dataset.x[7])
     assert "mle-adaptive, 6 nodes" in w.posterior_view.info.text()
     w.close()
+
+
+def test_q_contours_lie_where_q_is(qtbot: Any, view: PosteriorView) -> None:
+    """An off-diagonal q with unequal scales: its 1-sd contour is centred on its mean, as wide as its scales
+    (a transposed contour would be centred at (-0.5, 1) and twice as wide in z₂ as in z₁ the wrong way)."""
+    z1, z2 = np.linspace(-3, 3, 121), np.linspace(-3, 3, 101)
+    mean, scale = np.array([1.0, -0.5]), np.array([0.3, 0.6])
+    g1, g2 = np.meshgrid(z1, z2, indexing="ij")  # the grid is indexed [z1, z2]
+    q = np.exp(-0.5 * (((g1 - mean[0]) / scale[0]) ** 2 + ((g2 - mean[1]) / scale[1]) ** 2))
+    q /= q.sum() * (z1[1] - z1[0]) * (z2[1] - z2[0])
+    top = q.max()
+    a = EncoderQ(estimator="vae", estimate=-1.0, estimate_name="ELBO", note="", mean=mean, scale=scale, elbo=-1.0,
+                 levels=(top * np.exp(-0.5), top * np.exp(-2.0)))
+    r = PointPosterior(0, np.zeros(3), z1, q, q, "run #1", axis2=z2, log_px=-0.9, approximation=a)
+    shown(qtbot, view, r)
+    contour = view.contours[0]
+    box = contour.mapRectToItem(view.image_plot.vb.childGroup, contour.boundingRect())
+    assert abs(box.center().x() - mean[0]) < 0.05 and abs(box.center().y() - mean[1]) < 0.05
+    assert abs(box.width() - 2 * scale[0]) < 0.1 and abs(box.height() - 2 * scale[1]) < 0.1
+
+
+def test_the_info_line_follows_the_record_not_the_window_being_busy(qtbot: Any, view: PosteriorView) -> None:
+    r = record("mle-adaptive", 1)
+    view.set_available(True, "")
+    shown(qtbot, view, r)
+    line = view.info.text()
+    assert "log p(x)" in line and "gap" in line
+    view.set_available(False, "")  # another task runs: Compute waits, the summary stays
+    view.refresh()
+    assert view.info.text() == line and not view.button.isEnabled()
+    view.set_result(None)  # Reset, or new data: no summary of a posterior no longer shown
+    view.set_available(False, "Train or open a run first")
+    view.refresh()
+    assert view.info.text() == "Train or open a run first"

@@ -165,30 +165,3 @@ def test_mcc_is_the_best_matching_of_abs_correlations() -> None:
     z = rng.normal(size=(500, 4))
     assert mean_corr_coef(z, -z[:, [2, 0, 3, 1]]) == pytest.approx(1.0, abs=1e-12)
 
-
-def test_fit_series_keeps_going_past_a_failure_and_keeps_what_finished_on_abort():
-    from types import SimpleNamespace
-
-    from engine.config import RunConfig
-    from engine.runs import fit_series
-
-    named = [(f"m{m}", RunConfig()) for m in range(1, 5)]
-    finished = SimpleNamespace(metrics={"heldout_loglik": -1.0, "warnings": ["w"]}, status="done")
-
-    def fit_one(name, cfg):
-        if name == "m2":
-            raise ValueError("nan in the decoder")
-        if name == "m4":
-            raise KeyboardInterrupt
-        return finished
-
-    failed: list[tuple[str, str]] = []
-    s = fit_series(named, fit_one, lambda: False, (KeyboardInterrupt,), lambda *a: failed.append(a))
-    assert [r["status"] for r in s.rows] == ["done", "failed", "done", "aborted"] and s.aborted
-    assert set(s.results) == {"m1", "m3"} and failed == [("m2", "nan in the decoder")]
-    assert "nan in the decoder" in s.rows[1]["message"] and s.rows[0]["message"] == "w"
-    calls: list[str] = []
-    s = fit_series(named, lambda name, cfg: calls.append(name) or finished, lambda: len(calls) >= 2)
-    assert calls == ["m1", "m2"] and [r["status"] for r in s.rows] == ["done", "done", "not run", "not run"]
-    with pytest.raises(KeyboardInterrupt):  # not one of `aborts`: not caught
-        fit_series(named, fit_one, lambda: False)

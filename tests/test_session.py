@@ -122,3 +122,21 @@ def test_runs_get_numbers_and_colours_and_enter_the_table_selected(tmp_path):
     s.select(1)
     assert s.selected_record() is record and seen[-1] == ("selection", 1)
     assert s.next_sample_seed() == 1 and s.next_sample_seed() == 2
+
+
+def test_a_runs_alignment_is_drawn_only_with_the_data_it_was_fitted_to():
+    s, _ = _session()
+    first = tasks.generate_data(copy.deepcopy(s.config.simulation), s.config.training)
+    s.set_data(first)
+    result = fit(s.config, first.dataset)
+    record = s.add_trained(tasks.TrainedRun(result, tasks.learned_manifold(result.decoder, first)))
+    view = s.manifold_of(record)
+    assert view is record.manifold and view.latent_map is not None
+    s.config.simulation.seed = 7  # other data of the same n: the map says nothing about their truth
+    s.set_data(tasks.generate_data(copy.deepcopy(s.config.simulation), s.config.training))
+    raw = s.manifold_of(record)
+    assert raw is not None and raw.latent_map is None and raw.aligned_values is None
+    assert raw.shown(aligned=True)[1] is record.manifold.values
+    s.config.simulation.n = 3  # another dimension: nothing to draw
+    s.set_data(tasks.generate_data(copy.deepcopy(s.config.simulation), s.config.training))
+    assert s.manifold_of(record) is None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from ..estimator_table import INFO
+from ..estimator_table import objective_label
 from ..memory import rows_bytes
 from ..networks import Decoder
 
@@ -30,7 +30,7 @@ class Estimator(nn.Module):
     @property
     def value_label(self) -> str:
         """What `Objective.value` estimates, for plots and the history (engine/estimator_table.py)."""
-        return INFO[self.name].objective
+        return objective_label(self.name)
 
     def __init__(self, decoder: Decoder, n_train: int):
         super().__init__()

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..estimator_table import INFO
+from ..estimator_table import objective_label
 from ..likelihood.importance import log_mean_exp
 from ..model import LOG_2PI, log_joint, log_likelihood
 from ..networks import Decoder, Encoder
@@ -214,7 +214,7 @@ class IWAE(EncoderEstimator):
 
     @property
     def value_label(self) -> str:
-        return f"{INFO[self.name].objective} (K = {self.K})"
+        return objective_label(self.name, self.K)
 
     def objective(self, x: Tensor, idx: Tensor, step: int) -> Objective:
         """Value mean_b IWAE_K(x_b); surrogate the bound itself, or its DReG surrogate (same value)."""

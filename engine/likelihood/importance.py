@@ -53,20 +53,25 @@ class GaussianProposal:
         return lq
 
 
+@torch.no_grad()
+def proposal_draws(x: Tensor, m: int, proposal: GaussianProposal | None, K: int,
+                 gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """K draws z_k ~ q per point and log q(z_k | x): x (B, n) -> (B, K, m), (B, K); `proposal=None`: the prior."""
+    if proposal is None:
+        z = torch.randn(x.shape[0], K, m, generator=gen, dtype=x.dtype, device=x.device)
+        return z, log_prior(z)
+    z = proposal.sample(K, gen)
+    return z, proposal.log_prob(z)
+
+
 def log_weights(model: LatentGaussianModel, x: Tensor, proposal: GaussianProposal | None, K: int,
                 gen: torch.Generator | None) -> Tensor:
-    """log w_k = log p(x, z_k) - log q(z_k | x) for K draws per point: x (B, n) -> (B, K).
+    """log w_k = log p(x, z_k) - log q(z_k | x) for K draws per point (`proposal_draws`): x (B, n) -> (B, K).
 
     `proposal=None` draws from the prior, where log w_k = log p(x | z_k).
     Gradients flow into the model (the draws are constants).
     """
-    B = x.shape[0]
-    if proposal is None:
-        z = torch.randn(B, K, model.m, generator=gen, dtype=x.dtype, device=x.device)
-        return log_joint(model, x, z) - log_prior(z)
-    with torch.no_grad():
-        z = proposal.sample(K, gen)
-        lq = proposal.log_prob(z)
+    z, lq = proposal_draws(x, model.m, proposal, K, gen)
     return log_joint(model, x, z) - lq
 
 

@@ -117,15 +117,21 @@ def log_marginal_dense(model: LatentGaussianModel, x: Tensor, u: Tensor, logw: T
     return logsumexp_on_grid(x, model.mean(u), model.sigma(), logw, chunk_elems)
 
 
+def adaptive_terms(model: LatentGaussianModel, x: Tensor, mode: Tensor, chol: Tensor, u: Tensor,
+                   logw: Tensor) -> tuple[Tensor, Tensor]:
+    """The nodes z_g = mu + L u_g and the summands t_g = log w_g + log p(x, z_g) - log N(u_g; 0, I) + log |det L|
+    of adaptive Gauss-Hermite: x (B, n), mode (B, m), chol (B, m, m), u (G, m) -> (B, G, m), (B, G)."""
+    z = mode.unsqueeze(1) + torch.einsum("bij,gj->bgi", chol, u)  # (B, G, m)
+    log_det = torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1, keepdim=True)  # (B, 1)
+    return z, logw + log_joint(model, x, z) - log_prior(u) + log_det
+
+
 def log_marginal_adaptive(model: LatentGaussianModel, x: Tensor, mode: Tensor, chol: Tensor,
                           u: Tensor, logw: Tensor) -> Tensor:
-    """Adaptive Gauss-Hermite estimate of log p(x_b).
+    """Adaptive Gauss-Hermite estimate of log p(x_b) = logsumexp_g t_g (`adaptive_terms`).
 
     x (B, n); mode (B, m) and chol (B, m, m) the Cholesky factor of the proposal covariance, treated as
     constants (the exact integral does not depend on them, so neither does its gradient); u (G, m).
     Returns (B,).
     """
-    z = mode.unsqueeze(1) + torch.einsum("bij,gj->bgi", chol, u)  # (B, G, m)
-    log_det = torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1, keepdim=True)  # (B, 1)
-    terms = logw + log_joint(model, x, z) - log_prior(u) + log_det  # (B, G)
-    return torch.logsumexp(terms, dim=-1)
+    return torch.logsumexp(adaptive_terms(model, x, mode, chol, u, logw)[1], dim=-1)

@@ -178,6 +178,7 @@ class DataView(QWidget, LiveView):
         self.learned: ManifoldView | None = None
         self.aligned = True  # draw g_θ through its Procrustes map onto the true latents, where known
         self._learned_label = "learned g_θ"
+        self._live = False
         self.selected: int | None = None
         self._static = False  # new data or another pair: draw the data and f again, and range the view
         self._chosen = False  # another chosen point
@@ -193,8 +194,11 @@ class DataView(QWidget, LiveView):
         self._static = self._chosen = True
         self.mark_dirty()
 
-    def set_learned(self, view: ManifoldView | None) -> None:
+    def set_learned(self, view: ManifoldView | None, live: bool = False) -> None:
+        """The g_θ to draw; `live`: a training run's snapshot, whose map still moves (the legend then names
+        the method, not the map, and is not laid out again at every snapshot)."""
         self.learned = view
+        self._live = live
         if view is None:  # no run's g_θ on show: the legend names none
             self._learned_label = "learned g_θ"
         self._label_learned()
@@ -209,7 +213,8 @@ class DataView(QWidget, LiveView):
         """The legend's name of g_θ, with how it is drawn: aligned (and by which map) or raw."""
         label, view = self._learned_label, self.learned
         if view is not None and view.latent_map is not None:
-            label += f", aligned ({view.latent_map.describe()})" if self.aligned else ", raw"
+            how = "Procrustes" if self._live else view.latent_map.describe()
+            label += f", aligned ({how})" if self.aligned else ", raw"
         self.legend.set_label(self.learned_curve, label)
 
     def set_selected(self, index: int | None) -> None:

@@ -10,7 +10,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox, QStackedWidget, QVBoxLayout, QWidget
 
-from engine.integral import ChainStates, EncoderQ, ImportanceDraws, NodeRule, PointPosterior
+from engine.integral import EXACT_TOL, ChainStates, EncoderQ, ImportanceDraws, NodeRule, PointPosterior
 
 from .common import LiveView, PlotTexts, legend_below
 
@@ -63,6 +63,8 @@ def summary(r: PointPosterior) -> str:
     if a is None:
         return head.strip()
     exact = f"exact {_f(r.log_px)}"
+    if r.grid_change > EXACT_TOL:  # the integration grid reached its cap (or never settled)
+        exact += f" ± {r.grid_change:.1g}"
     gap = f", gap {r.gap:.3g} nats" if r.gap is not None else ""
     if isinstance(a, NodeRule):
         size = f"{a.per_axis} nodes" + (f" per axis ({len(a.weights)})" if a.nodes.shape[1] > 1 else "")
@@ -137,7 +139,7 @@ class PosteriorView(QWidget, LiveView):
         self.colour_bar.setImageItem(self.image, insert_in=self.image_plot)
         self.path = pg.PlotCurveItem(pen=pg.mkPen(255, 255, 255, 150, width=1))
         self.image_plot.addItem(self.path)
-        self.contours = [pg.IsocurveItem(pen=Q_CONTOUR_PEN) for _ in range(2)]
+        self.contours = [pg.IsocurveItem(pen=Q_CONTOUR_PEN, axisOrder="row-major") for _ in range(2)]
         for contour in self.contours:
             contour.setParentItem(self.image)  # in the image's (row, column) coordinates, moved with its rect
         self.image_marks = pg.ScatterPlotItem(size=12, pen=pg.mkPen("w", width=1), brush=MARK_BRUSH, symbol="o")
@@ -157,6 +159,7 @@ class PosteriorView(QWidget, LiveView):
         layout.addLayout(bar)
         layout.addWidget(self.stack, 1)
         self.result: PointPosterior | None = None
+        self.reason = ""  # why Compute is not available ('' when it is)
 
     def set_point_count(self, count: int) -> None:
         self.index.setRange(0, max(0, count - 1))
@@ -169,13 +172,18 @@ class PosteriorView(QWidget, LiveView):
         self.mark_dirty()
 
     def set_available(self, ok: bool, reason: str) -> None:
+        """Whether Compute can run now; `reason` (why not) shows while no posterior is on show."""
         self.button.setEnabled(ok)
-        if not ok:
-            self.info.setText(reason)
+        if reason != self.reason:
+            self.reason = reason
+            self.mark_dirty()
 
     # ------------------------------------------------------------------------------------------- drawing
     def redraw(self) -> None:
         r = self.result
+        self.info.setText(summary(r) if r is not None else self.reason)
+        note = r.approximation.note if r is not None and r.approximation is not None else ""
+        self.info.setToolTip(note)
         if r is None:
             for item in (self.exact_curve, self.encoder_curve, self.hist_curve):
                 item.setData([], [])
@@ -188,7 +196,6 @@ class PosteriorView(QWidget, LiveView):
             self.line_legend.clear()
             self.image_legend.clear()
             return
-        self.info.setText(summary(r))
         if r.exact.ndim == 1:
             self.stack.setCurrentWidget(self.line_widget)
             self._draw_line(r)
