@@ -61,6 +61,16 @@ def run(window: MainWindow) -> None:
     settle()
 
 
+def shoot_posterior(window: MainWindow, path: Path) -> None:
+    """The posterior view of data point POINT under the selected run, beside the data view."""
+    window.posterior_view.set_index(POINT)
+    window.compute_posterior(POINT)
+    wait(idle(window))
+    window.side_tabs.setCurrentWidget(window.posterior_view)
+    settle()
+    shoot(window.top_plots, path)
+
+
 def main(argv: list[str]) -> int:
     out = Path(argv[0] if argv else "docs/img")
     out.mkdir(parents=True, exist_ok=True)
@@ -93,22 +103,13 @@ def main(argv: list[str]) -> int:
         w.side_tabs.setCurrentWidget(w.latent_view)
         settle()
         shoot(w, out / "ex2-mle.png")
-        w.posterior_view.set_index(POINT)
-        w.compute_posterior(POINT)
-        wait(idle(w))
-        w.side_tabs.setCurrentWidget(w.posterior_view)
-        settle()
-        shoot(w.top_plots, out / "ex2-posterior.png")
+        shoot_posterior(w, out / "ex2-posterior.png")
 
         # Exercise 3: a VAE on the same data, then compare
         combo = w.estimator_panel.form.fields["name"].combo
         combo.setCurrentIndex(combo.findData("vae"))
         run(w)
-        w.compute_posterior(POINT)
-        wait(idle(w))
-        w.side_tabs.setCurrentWidget(w.posterior_view)
-        settle()
-        shoot(w.top_plots, out / "ex3-vae-posterior.png")
+        shoot_posterior(w, out / "ex3-vae-posterior.png")
         shoot(w, out / "ex3-compare.png")
         shoot(w, out / "main-window.png")  # the README's picture
 
@@ -126,12 +127,7 @@ def main(argv: list[str]) -> int:
         combo.setCurrentIndex(combo.findData("mle-importance"))
         w.training_panel.training_form.fields["steps"].spin.setValue(600)
         run(w)
-        w.posterior_view.set_index(POINT)
-        w.compute_posterior(POINT)
-        wait(idle(w))
-        w.side_tabs.setCurrentWidget(w.posterior_view)
-        settle()
-        shoot(w.top_plots, out / "ex2-importance-m2.png")
+        shoot_posterior(w, out / "ex2-importance-m2.png")
         w.close()
     return 0
 
