@@ -58,6 +58,7 @@ LOCATE_NODES = {1: 241, 2: 49}  # the scan of starts for the mode search
 SCAN_NODES = {1: 4001, 2: 201}  # the coarse scan for mass away from the mode
 FINE_NODES = {1: 2001, 2: 201}  # the integration grid's first node count per axis (then doubled)
 FINE_CAP = {1: 64001, 2: 801}
+CHAIN_TRANSITIONS = 3000  # of the posterior view's chain (mle-mcem), burn-in included about
 EXACT_TOL = 1e-9  # nats: the exact log p(x) settles to this, within FINE_CAP
 SHOWN_NODES = {1: 1001, 2: 161}
 ELBO_DRAWS = 4096  # draws of the ELBO's Monte Carlo term for one point
@@ -333,7 +334,10 @@ def chain_states(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig, se
                  burn_in: int = 30) -> ChainStates:
     """mle-mcem: the run's sampler (`engine.estimators.mcem.MonteCarloEM`: MALA or HMC, `mcmc_steps`
     transitions per visit, `leapfrog_steps`, the step size adapted towards `target_accept`) on this point,
-    started at its mode; `burn_in` visits, then the states after each of `visits` visits."""
+    started at its mode; `burn_in` visits, then the states after each of `visits` visits, at most
+    CHAIN_TRANSITIONS transitions in all or 6 visits (a run with many transitions a visit shows fewer states)."""
+    visits = max(5, min(visits, CHAIN_TRANSITIONS // est.mcmc_steps))
+    burn_in = min(burn_in, max(1, visits // 5))
     sampler = MonteCarloEM(model, 1, est.sampler, est.mcmc_steps, est.leapfrog_steps, est.target_accept,
                            torch.Generator().manual_seed(seed)).to(F64)
     mode, _ = locate(model, x)

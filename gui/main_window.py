@@ -894,6 +894,10 @@ class MainWindow(QMainWindow):
         record = self.session.selected_record()
         if record is None or self.session.data is None or self.controller.busy:
             return
+        if not 0 <= index < len(self.session.data.dataset):
+            self.show_error("Posterior", f"Point {index} does not exist: the data have points 0 to "
+                                         f"{len(self.session.data.dataset) - 1}.")
+            return
         if record.decoder.n != self.session.data.dataset.n:
             self.show_error("Posterior", f"Run {record.name} models n = {record.decoder.n} coordinates but the "
                                           f"data have n = {self.session.data.dataset.n}.")

@@ -329,8 +329,13 @@ def test_imported_data_are_named_in_the_model_panel_and_the_results(qtbot: Any, 
     assert w.results.data(w.results.index(0, data_column)) == "mine.csv n=2"  # not "mlp n=5 m=2"
     row = w.results.to_csv().strip().split("\n")[1]
     assert "imported:mine.csv" in row and record.decoder.n == 2
+    w.data_view.redraw()
+    assert w.data_view.legend.getLabel(w.data_view.true_curve) is None  # no true model: no "true f" entry
+    assert w.data_view.texts._shown["title"] == "Data and learned g_θ"
     generate(qtbot, w, "n1m1-polynomial")
     assert not banner.isVisible()
+    w.data_view.redraw()
+    assert w.data_view.legend.getLabel(w.data_view.true_curve).text == "true f"
 
 
 # -------------------------------------------------------------------------------- 8. status and truth

@@ -13,6 +13,7 @@ import torch
 
 from engine.config import DecoderConfig, EstimatorConfig
 from engine.integral import (
+    CHAIN_TRANSITIONS,
     ChainStates,
     EncoderQ,
     ImportanceDraws,
@@ -278,3 +279,12 @@ def test_a_trained_like_encoder_q_integrates_to_one_on_the_grid(m: int, name: st
         elbo_grid = float(np.sum(q[ok] * (np.log(p_xz[ok]) - np.log(q[ok]))) * cell)
         assert elbo_grid <= post.log_px + 1e-6
         assert a.estimate == pytest.approx(elbo_grid, abs=0.1)
+
+
+def test_a_chain_with_many_transitions_a_visit_is_shown_within_a_bounded_budget() -> None:
+    """The posterior view of a run with 1000 MCMC transitions a step must end in seconds, not minutes."""
+    A, b, x = problem(2, 1, 0.3, seed=5)
+    est = EstimatorConfig(name="mle-mcem", mcmc_steps=1000)
+    a = point_posterior(linear_decoder(A, b, 0.3), x, est, seed=1).approximation
+    assert isinstance(a, ChainStates)
+    assert a.transitions + a.burn_in <= max(CHAIN_TRANSITIONS, 6 * est.mcmc_steps) and len(a.states) == 5

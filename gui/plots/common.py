@@ -253,6 +253,16 @@ class SideLegend(pg.LegendItem):
         label = self.getLabel(item)
         if label is not None and label.text != text:
             label.setText(text)
+            self.fit_columns()  # a longer entry may need fewer columns, else it is cut off
+
+    def show_entry(self, item: QGraphicsItem, name: str, shown: bool) -> None:
+        """Add or remove `item`'s entry (e.g. "true f" for data without a true model)."""
+        present = self.getLabel(item) is not None
+        if shown and not present:
+            self.addItem(item, name)
+        elif present and not shown:
+            self.removeItem(item)
+            self.fit_columns()
 
 
 def legend_below(plot: pg.PlotItem, columns: int = 4) -> SideLegend:

@@ -243,6 +243,9 @@ class DataView(QWidget, LiveView):
         n = data.dataset.n
         pair = self.pairs.pair()
         if self._static:
+            truth = data.true_manifold is not None
+            self.legend.show_entry(self.true_curve, "true f", truth)
+            self.texts.set(title="Data, true f and learned g_θ" if truth else "Data and learned g_θ")
             _axes(self.texts, n, pair, data.names)
             _scatter(self.scatter, pair, data.x_shown, data.z_shown)
             self._set_lines(self.true_curve, n, pair, data.true_grid, data.true_manifold)

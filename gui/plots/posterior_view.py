@@ -79,8 +79,8 @@ def summary(r: PointPosterior) -> str:
                 f"({exact}); acceptance {a.acceptance:.2f}, step {a.step_size:.3g}")
     if isinstance(a, EncoderQ) and a.draws is not None:
         K = len(a.draws)
-        return (f"{head}{a.estimator}, K = {K}: {a.estimate_name} = {_f(a.estimate)} from these draws, "
-                f"{_f(a.iwae_bound)} on average; ELBO {_f(a.elbo)} ({exact}{gap}); ESS {a.ess:.1f} of {K}")
+        return (f"{head}{a.estimator}, K = {K}: {a.estimate_name} = {_f(a.estimate)} from these draws "
+                f"({exact}{gap}), {_f(a.iwae_bound)} on average; ELBO {_f(a.elbo)}; ESS {a.ess:.1f} of {K}")
     return f"{head}{a.estimator}: ELBO {_f(a.estimate)} ({exact}{gap})"
 
 
@@ -195,6 +195,9 @@ class PosteriorView(QWidget, LiveView):
                 contour.setData(None)
             self.line_legend.clear()
             self.image_legend.clear()
+            for texts in (self.line_texts, self.image_texts):
+                texts.set(title="Compute posterior: p(z | x_i) of the chosen point")
+            self.colour_bar.setLevels((0.0, 1.0))
             return
         if r.exact.ndim == 1:
             self.stack.setCurrentWidget(self.line_widget)
