@@ -205,16 +205,18 @@ def locate(model: LatentGaussianModel, x: Tensor) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def exact_posterior(model: LatentGaussianModel, x: np.ndarray | Tensor, marks: np.ndarray | None = None,
-                    tol: float = EXACT_TOL, shown_nodes: int | None = None) -> ExactPosterior:
+                    tol: float = EXACT_TOL, shown_nodes: int | None = None,
+                    located: tuple[Tensor, Tensor] | None = None) -> ExactPosterior:
     """p(z | x) of one point on a grid over its mass (m = 1 or 2) and log p(x) (module docstring).
 
-    `marks` (P, m): points the grid shown must hold (the estimator's nodes or draws that carry weight)."""
+    `marks` (P, m): points the grid shown must hold (the estimator's nodes or draws that carry weight);
+    `located`: `locate(model, x)` when the caller has it already."""
     model = as_float64(model)
     m = model.m
     if m > 2:
         raise ValueError(f"the posterior grid needs m <= 2 (m = {m})")
     xt = torch.as_tensor(np.asarray(x), dtype=F64).reshape(1, -1)
-    mode, chol = locate(model, xt)
+    mode, chol = located if located is not None else locate(model, xt)
     mu = mode[0].numpy()
     sd = np.sqrt(np.diag((chol[0] @ chol[0].T).numpy()))  # (m,)
     log_tail = math.log(TAIL)
@@ -296,12 +298,13 @@ def quadrature_nodes(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig
 
 
 @torch.no_grad()
-def adaptive_nodes(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig) -> NodeRule:
+def adaptive_nodes(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig,
+                   located: tuple[Tensor, Tensor] | None = None) -> NodeRule:
     """mle-adaptive: the run's Gauss-Hermite rule moved to this point's mode and scaled by L
     (`engine.estimators.quadrature.AdaptiveGaussHermiteMLE`), the mode found afresh."""
     nodes = resolved_nodes(est, model.m)
     u, logw = hermite_grid(model.m, nodes)  # (G, m), (G,)
-    mode, chol = locate(model, x)  # (1, m), (1, m, m)
+    mode, chol = located if located is not None else locate(model, x)  # (1, m), (1, m, m)
     z, terms = adaptive_terms(model, x, mode, chol, u, logw)  # (1, G, m), (1, G): the training code's summands
     estimate = float(torch.logsumexp(terms[0], 0))
     return NodeRule(estimator=est.name, estimate=estimate, estimate_name="log p(x)", nodes=z[0].numpy(),
@@ -312,12 +315,13 @@ def adaptive_nodes(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig) 
 
 
 @torch.no_grad()
-def importance_draws(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig, seed: int = 0) -> ImportanceDraws:
+def importance_draws(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig, seed: int = 0,
+                     located: tuple[Tensor, Tensor] | None = None) -> ImportanceDraws:
     """mle-importance: K draws from the run's proposal (`engine.estimators.importance.ImportanceSamplingMLE`),
     seeded; the Laplace proposal's mode found afresh."""
     proposal = None
     if est.proposal == "laplace":
-        mode, chol = locate(model, x)
+        mode, chol = located if located is not None else locate(model, x)
         proposal = GaussianProposal(mode, chol, DEFENSIVE_WEIGHT)
     z, lq = proposal_draws(x, model.m, proposal, est.samples, torch.Generator().manual_seed(seed))  # as in training
     lw = (log_joint(model, x, z) - lq)[0]  # (K,) log w_k, as `log_weights` forms them
@@ -331,7 +335,7 @@ def importance_draws(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig
 
 @torch.no_grad()
 def chain_states(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig, seed: int = 0, visits: int = 150,
-                 burn_in: int = 30) -> ChainStates:
+                 burn_in: int = 30, located: tuple[Tensor, Tensor] | None = None) -> ChainStates:
     """mle-mcem: the run's sampler (`engine.estimators.mcem.MonteCarloEM`: MALA or HMC, `mcmc_steps`
     transitions per visit, `leapfrog_steps`, the step size adapted towards `target_accept`) on this point,
     started at its mode; `burn_in` visits, then the states after each of `visits` visits, at most
@@ -340,7 +344,7 @@ def chain_states(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig, se
     burn_in = min(burn_in, max(1, visits // 5))
     sampler = MonteCarloEM(model, 1, est.sampler, est.mcmc_steps, est.leapfrog_steps, est.target_accept,
                            torch.Generator().manual_seed(seed)).to(F64)
-    mode, _ = locate(model, x)
+    mode, _ = located if located is not None else locate(model, x)
     sampler.chains[0] = mode[0]
     idx = torch.zeros(1, dtype=torch.long)
     states, accepts = [], []
@@ -393,16 +397,17 @@ def encoder_q(model: LatentGaussianModel, encoder: Encoder, x: Tensor, est: Esti
 
 
 def approximation(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig, encoder: Encoder | None = None,
-                  seed: int = 0) -> Approximation:
-    """The record of how the estimator `est.name` approximates log p(x) for the point x (1, n)."""
+                  seed: int = 0, located: tuple[Tensor, Tensor] | None = None) -> Approximation:
+    """The record of how the estimator `est.name` approximates log p(x) for the point x (1, n); `located`:
+    `locate(model, x)` when the caller has it already."""
     if est.name == "mle-quadrature":
         return quadrature_nodes(model, x, est)
     if est.name == "mle-adaptive":
-        return adaptive_nodes(model, x, est)
+        return adaptive_nodes(model, x, est, located)
     if est.name == "mle-importance":
-        return importance_draws(model, x, est, seed)
+        return importance_draws(model, x, est, seed, located)
     if est.name == "mle-mcem":
-        return chain_states(model, x, est, seed)
+        return chain_states(model, x, est, seed, located=located)
     if encoder is None:
         raise ValueError(f"{est.name} needs the run's encoder")
     return encoder_q(model, encoder, x, est, seed)
@@ -432,8 +437,9 @@ def point_posterior(decoder: LatentGaussianModel, x: np.ndarray, est: EstimatorC
     if isinstance(model, torch.nn.Module):
         model = model.cpu()
     xt = torch.as_tensor(np.asarray(x), dtype=F64).reshape(1, -1)
-    a = approximation(model, xt, est, encoder, seed)
-    post = exact_posterior(model, xt, _marks(a))
+    located = locate(model, xt)  # the highest mode's Laplace approximation: one global search, for both sides
+    a = approximation(model, xt, est, encoder, seed, located)
+    post = exact_posterior(model, xt, _marks(a), located=located)
     for name in ("nodes", "draws", "states"):  # the exact p(z | x) at the marks, to draw them on its curve
         points = getattr(a, name, None)
         if points is not None:
@@ -441,8 +447,7 @@ def point_posterior(decoder: LatentGaussianModel, x: np.ndarray, est: EstimatorC
     q = None
     if isinstance(a, EncoderQ):
         z = torch.cartesian_prod(*[torch.as_tensor(ax) for ax in post.axes]).reshape(1, -1, model.m)
-        enc = as_float64(encoder).cpu()
-        mu, log_s = enc(xt)
-        q = log_q(z, mu, log_s)[0].exp().reshape(post.density.shape).numpy()
+        mu, log_s = torch.as_tensor(a.mean).reshape(1, -1), torch.as_tensor(np.log(a.scale)).reshape(1, -1)
+        q = log_q(z, mu, log_s)[0].exp().reshape(post.density.shape).numpy()  # q(z | x) from the record
     return PointPosterior(index, np.asarray(x, dtype=float).reshape(-1).copy(), post.axes[0], post.density, q, label,
                           post.axes[1] if model.m == 2 else None, post.log_px, a, post.mode, post.nodes, post.change)
