@@ -30,6 +30,7 @@ from .config import (
 )
 from .estimator_table import ESTIMATORS, GRID_ESTIMATORS
 from .evaluate import ScoringStopped, heldout_loglik, sigma_report
+from .likelihood.quadrature import COMPACT_RULES, rule_name
 from .memory import require
 from .metrics import COMPARE_COLUMNS
 from .outputs import OutputError, UnitWriter
@@ -348,7 +349,11 @@ def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, writer: UnitWr
         print(note, file=sys.stderr)
     est, m = cfg.estimator, cfg.decoder.m
     if est.name in GRID_ESTIMATORS and est.nodes is None and not quiet:
-        print(f"{est.name}: {resolved_nodes(est, m)} Gauss-Hermite nodes per dimension, the default for m = {m} "
+        nodes = resolved_nodes(est, m)
+        rule = ""
+        if est.name == "mle-adaptive" and (m, nodes) in COMPACT_RULES:
+            rule = f", as {rule_name(m, nodes, len(COMPACT_RULES[m, nodes]()[0]), adaptive=True)}"
+        print(f"{est.name}: {nodes} Gauss-Hermite nodes per dimension{rule}, the default for m = {m} "
               "(--nodes sets them)", file=sys.stderr)
     bar = _Progress(cfg.training.steps, cfg.training.time_limit, cfg.estimator.name, quiet)
 

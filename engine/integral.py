@@ -16,7 +16,8 @@ The estimator's picture, one record per family, each from the code that estimato
 
     mle-quadrature   nodes u_g of the fixed Gauss-Hermite rule, posterior weights
                      w~_g = softmax_g(log w_g + log p(x | u_g)),  log p(x) ≈ log Σ_g w_g p(x | u_g)
-    mle-adaptive     nodes z_g = mu + L u_g at this point's mode, w~_g = softmax_g(t_g),
+    mle-adaptive     nodes z_g = mu + L u_g of the run's rule on the Gaussian N(mu, L L^T) that training's
+                     refinements converge to (from the Laplace fit, refined REFINEMENTS times), w~_g = softmax_g(t_g),
                      t_g = log w_g + log p(x, z_g) - log N(u_g; 0, I) + log |det L|,  log p(x) ≈ log Σ_g e^t_g
     mle-importance   K draws z_k ~ q (the prior, or the Laplace approximation mixed defensively with it),
                      w_k = p(x, z_k) / q(z_k | x),  w~_k = w_k / Σ w,  ESS = 1 / Σ_k w~_k^2,
@@ -43,10 +44,18 @@ from .estimators.mcem import MonteCarloEM
 from .estimators.vae import draw_latents, elbo_terms, iwae_bound_at, log_q
 from .estimators.vae import log_weights as vae_log_weights
 from .evaluate import as_float64, mean_in_passes
+from .likelihood.adaptive import refined_gaussian
 from .likelihood.diagnostics import effective_sample_size
 from .likelihood.importance import DEFENSIVE_WEIGHT, GaussianProposal, log_mean_exp, proposal_draws
 from .likelihood.laplace import candidate_starts, laplace
-from .likelihood.quadrature import adaptive_terms, grid_terms, hermite_grid, log_marginal_dense
+from .likelihood.quadrature import (
+    adaptive_rule,
+    adaptive_terms,
+    grid_terms,
+    hermite_grid,
+    log_marginal_dense,
+    rule_name,
+)
 from .model import LatentGaussianModel, log_joint, log_likelihood, log_prior
 from .networks import Encoder
 
@@ -61,6 +70,7 @@ FINE_CAP = {1: 64001, 2: 801}
 CHAIN_TRANSITIONS = 3000  # of the posterior view's chain (mle-mcem), burn-in included about
 EXACT_TOL = 1e-9  # nats: the exact log p(x) settles to this, within FINE_CAP
 SHOWN_NODES = {1: 1001, 2: 161}
+REFINEMENTS = 5  # of the Laplace fit by the adaptive rule's own nodes, as training's visits refine it
 ELBO_DRAWS = 4096  # draws of the ELBO's Monte Carlo term for one point
 IWAE_REPEATS = 256  # sets of K draws averaged for the IWAE_K bound itself
 
@@ -83,9 +93,9 @@ class NodeRule(Approximation):
     nodes: np.ndarray  # (G, m) where the integrand is evaluated
     weights: np.ndarray  # (G,) their posterior weights, sum 1
     density: np.ndarray  # (G,) the exact p(z_g | x)
-    per_axis: int  # Gauss-Hermite nodes per latent axis
+    rule: str  # how many nodes (`likelihood.quadrature.rule_name`)
     adaptive: bool
-    centre: np.ndarray | None = None  # (m,) the mode mu (adaptive)
+    centre: np.ndarray | None = None  # (m,) the rule's centre mu (adaptive)
     chol: np.ndarray | None = None  # (m, m) L, L L^T = H^-1 (adaptive)
 
 
@@ -293,25 +303,30 @@ def quadrature_nodes(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig
     estimate = float(log_marginal_dense(model, x, u, logw)[0])
     weights = torch.softmax(grid_terms(x, model.mean(u), model.sigma(), logw)[0][0], -1)  # (G,)
     return NodeRule(estimator=est.name, estimate=estimate, estimate_name="log p(x)", nodes=u.numpy(),
-                    weights=weights.numpy(), density=np.zeros(0), per_axis=nodes, adaptive=False,
+                    weights=weights.numpy(), density=np.zeros(0),
+                    rule=rule_name(model.m, nodes, len(u), adaptive=False), adaptive=False,
                     note=f"the {nodes}^{model.m} fixed Gauss-Hermite nodes of the prior, area ∝ posterior weight")
 
 
 @torch.no_grad()
 def adaptive_nodes(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig,
                    located: tuple[Tensor, Tensor] | None = None) -> NodeRule:
-    """mle-adaptive: the run's Gauss-Hermite rule moved to this point's mode and scaled by L
-    (`engine.estimators.quadrature.AdaptiveGaussHermiteMLE`), the mode found afresh."""
+    """mle-adaptive: the run's rule on the Gaussian its visits converge to (`engine.likelihood.adaptive`):
+    from the Laplace fit at the mode, found afresh, refined REFINEMENTS times as a visit refines it."""
     nodes = resolved_nodes(est, model.m)
-    u, logw = hermite_grid(model.m, nodes)  # (G, m), (G,)
-    mode, chol = located if located is not None else locate(model, x)  # (1, m), (1, m, m)
-    z, terms = adaptive_terms(model, x, mode, chol, u, logw)  # (1, G, m), (1, G): the training code's summands
+    u, logw = adaptive_rule(model.m, nodes)  # (G, m), (G,)
+    centre, chol = located if located is not None else locate(model, x)  # (1, m), (1, m, m)
+    for _ in range(REFINEMENTS):
+        z, mean, terms = adaptive_terms(model, x, centre, chol, u, logw)
+        centre, chol = refined_gaussian(z, mean, terms, chol, u, logw, model.sigma())
+    z, _, terms = adaptive_terms(model, x, centre, chol, u, logw)  # (1, G, m), (1, G): the training code's summands
     estimate = float(torch.logsumexp(terms[0], 0))
     return NodeRule(estimator=est.name, estimate=estimate, estimate_name="log p(x)", nodes=z[0].numpy(),
-                    weights=torch.softmax(terms[0], 0).numpy(), density=np.zeros(0), per_axis=nodes, adaptive=True,
-                    centre=mode[0].numpy(), chol=chol[0].numpy(),
-                    note=f"the {nodes}^{model.m} Gauss-Hermite nodes moved to the mode and scaled by the "
-                         "Laplace curvature, area ∝ weight")
+                    weights=torch.softmax(terms[0], 0).numpy(), density=np.zeros(0),
+                    rule=rule_name(model.m, nodes, len(u), adaptive=True), adaptive=True,
+                    centre=centre[0].numpy(), chol=chol[0].numpy(),
+                    note=f"the {rule_name(model.m, nodes, len(u), adaptive=True)} of the rule moved to the posterior "
+                         "mean and scaled by the linearised precision, area ∝ weight")
 
 
 @torch.no_grad()

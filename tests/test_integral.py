@@ -86,14 +86,17 @@ def test_exact_posterior_of_a_linear_decoder_is_the_closed_form(n: int, m: int, 
     assert post.exact.shape == (len(post.axis),) * m
 
 
+@pytest.mark.parametrize("nodes", [4, 5])
 @pytest.mark.parametrize(("n", "m", "sigma"), CASES)
-def test_adaptive_nodes_are_exact_for_a_linear_decoder(n: int, m: int, sigma: float) -> None:
+def test_adaptive_nodes_are_exact_for_a_linear_decoder(n: int, m: int, sigma: float, nodes: int) -> None:
     A, b, x = problem(n, m, sigma, seed=3 + n + m)
     log_px, mean, cov = gaussian_reference(A, b, sigma, x)
-    post = point_posterior(linear_decoder(A, b, sigma), x, EstimatorConfig(name="mle-adaptive", nodes=5))
+    post = point_posterior(linear_decoder(A, b, sigma), x, EstimatorConfig(name="mle-adaptive", nodes=nodes))
     a = post.approximation
-    assert isinstance(a, NodeRule) and a.adaptive and a.per_axis == 5
-    assert a.nodes.shape == (5**m, m) and a.weights.sum() == pytest.approx(1.0, abs=1e-12)
+    points = 12 if (m, nodes) == (2, 4) else nodes**m  # the 12-point rule of degree 7 for m = 2 and 4 nodes
+    assert isinstance(a, NodeRule) and a.adaptive
+    assert a.rule == {1: f"{nodes} nodes", 2: "12 nodes of degree 7" if nodes == 4 else "5 nodes per axis (25)"}[m]
+    assert a.nodes.shape == (points, m) and a.weights.sum() == pytest.approx(1.0, abs=1e-12)
     assert a.estimate == pytest.approx(log_px, abs=1e-6)
     assert post.gap == pytest.approx(0.0, abs=2e-6)
     # the weights are the posterior's: Gauss-Hermite integrates the Gaussian's first two moments exactly
@@ -102,7 +105,7 @@ def test_adaptive_nodes_are_exact_for_a_linear_decoder(n: int, m: int, sigma: fl
     np.testing.assert_allclose((a.nodes - wmean).T @ ((a.nodes - wmean) * a.weights[:, None]), cov, atol=1e-8)
     np.testing.assert_allclose(a.chol @ a.chol.T, cov, atol=1e-10)
     # the exact density at each node, for drawing them on the curve
-    assert a.density.shape == (5**m,) and np.all(a.density > 0)
+    assert a.density.shape == (points,) and np.all(a.density > 0)
 
 
 def test_fixed_quadrature_shows_its_bias_on_a_narrow_posterior() -> None:

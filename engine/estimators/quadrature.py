@@ -4,8 +4,11 @@ mle-quadrature: log p(x) ≈ logsumexp_g [log w_g + log p_theta(x | u_g)] on a f
 (m <= 3). Its autograd gradient is sum_g softmax_g(...) grad log p(x | u_g): Fisher's identity with the
 posterior replaced by its quadrature weights. Biased when the grid does not resolve p(z | x).
 
-mle-adaptive: the grid is centred at each point's posterior mode and scaled by the Gauss-Newton
-curvature there (refreshed every step from warm-started modes), so narrow posteriors are resolved.
+mle-adaptive: the rule is moved to a Gaussian per point, N(c, L L^T), that follows its posterior: each
+visit refines it from the visit's own nodes for the next (the posterior mean by the same quadrature, the
+precision of the statistical linearisation of g; `engine.likelihood.adaptive`), so narrow posteriors are
+resolved at the cost of the rule's nodes alone. Its gradient is Fisher's identity with the posterior
+replaced by the nodes' weights softmax_g(t_g).
 """
 
 from __future__ import annotations
@@ -13,8 +16,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..likelihood.laplace import WarmLaplace
-from ..likelihood.quadrature import hermite_grid, log_marginal_adaptive, log_marginal_dense, posterior_mean_on_grid
+from ..likelihood.adaptive import WarmGrids, refined_gaussian
+from ..likelihood.laplace import RESTART_EVERY
+from ..likelihood.quadrature import (
+    adaptive_rule,
+    adaptive_terms,
+    hermite_grid,
+    log_marginal_dense,
+    posterior_mean_on_grid,
+)
 from ..networks import Decoder
 from .base import Estimator, Objective
 
@@ -50,20 +60,23 @@ class AdaptiveGaussHermiteMLE(Estimator):
 
     def __init__(self, decoder: Decoder, n_train: int, nodes: int):
         super().__init__(decoder, n_train)
-        u, lw = hermite_grid(decoder.m, nodes, dtype=torch.float32)
-        self.register_buffer("u", u)
-        self.register_buffer("logw", lw)
-        self.laplace = WarmLaplace(n_train, decoder.m)
+        u, lw = adaptive_rule(decoder.m, nodes, dtype=torch.float32)
+        self.register_buffer("u", u)  # (G, m)
+        self.register_buffer("logw", lw)  # (G,)
+        self.grids = WarmGrids(n_train, decoder.m)
 
     def decoder_rows(self, batch: int) -> int:
-        return batch * (self.u.shape[0] + self.decoder.m + 2)  # the grid, the Jacobian pass, the step check
+        restarts = self.grids.candidates.shape[0] // RESTART_EVERY  # candidate checks, forward only
+        return batch * (self.u.shape[0] + restarts)
 
     def objective(self, x: Tensor, idx: Tensor, step: int) -> Objective:
-        mode, chol = self.laplace.update(self.decoder, x, idx)
-        ll = log_marginal_adaptive(self.decoder, x, mode, chol, self.u, self.logw)  # (B,)
-        value = ll.mean()
+        centre, chol = self.grids.locate(self.decoder, x, idx, step % RESTART_EVERY == 0)  # (B, m), (B, m, m)
+        z, mean, terms = adaptive_terms(self.decoder, x, centre, chol, self.u, self.logw)  # (B,G,m) (B,G,n) (B,G)
+        self.grids.store(idx, *refined_gaussian(z.detach(), mean.detach(), terms.detach(), chol, self.u, self.logw,
+                                                self.decoder.sigma().detach()))
+        value = torch.logsumexp(terms, dim=-1).mean()
         return Objective(value, float(value.detach()))
 
     def inferred_latents(self, x: Tensor) -> Tensor:
-        """The stored posterior modes of the first rows (the live plot shows training points)."""
-        return self.laplace.stored_modes(x.shape[0]).to(x.dtype)
+        """The stored centres (posterior means) of the first rows (the live plot shows training points)."""
+        return self.grids.stored_centres(x.shape[0]).to(x.dtype)

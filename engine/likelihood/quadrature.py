@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..model import LatentGaussianModel, log_joint, log_prior
+from ..model import LatentGaussianModel, log_likelihood, log_prior
 
 
 @functools.lru_cache(maxsize=32)
@@ -63,6 +63,42 @@ def hermite_grid(m: int, nodes: int, device=None, dtype=torch.float64) -> tuple[
     u = np.array(list(itertools.product(u1, repeat=m)))  # (G, m)
     lw = np.array([sum(c) for c in itertools.product(lw1, repeat=m)])  # (G,)
     return (torch.as_tensor(u, device=device, dtype=dtype), torch.as_tensor(lw, device=device, dtype=dtype))
+
+
+def symmetric_rule_2d_degree7() -> tuple[np.ndarray, np.ndarray]:
+    """A 12-point fully symmetric rule of degree 7 for N(0, I_2): points u (12, 2), log weights (12,).
+
+    Orbits (+-a, 0), (0, +-a) with a^2 = 6 and weight 1/36, (+-b, +-b) with b^2 = (9 + 3 sqrt 5) / 4 and
+    weight (5 - 2 sqrt 5) / 45, (+-c, +-c) with c^2 = (9 - 3 sqrt 5) / 4 and weight (5 + 2 sqrt 5) / 45: the
+    solution of the moment equations E 1 = 1, E x^2 = 1, E x^4 = 3, E x^2 y^2 = 1, E x^6 = 15,
+    E x^4 y^2 = 3 (odd moments vanish by symmetry). Exact for every polynomial of total degree <= 7, as
+    the 4 x 4 tensor grid is, in 12 points instead of 16."""
+    r5 = np.sqrt(5.0)
+    a, b, c = np.sqrt(6.0), np.sqrt((9 + 3 * r5) / 4), np.sqrt((9 - 3 * r5) / 4)
+    u = np.array([[a, 0], [-a, 0], [0, a], [0, -a],
+                  [b, b], [b, -b], [-b, b], [-b, -b], [c, c], [c, -c], [-c, c], [-c, -c]])
+    w = np.array([1 / 36] * 4 + [(5 - 2 * r5) / 45] * 4 + [(5 + 2 * r5) / 45] * 4)
+    return u, np.log(w)
+
+
+COMPACT_RULES = {(2, 4): symmetric_rule_2d_degree7}  # (m, nodes) -> a rule of the tensor grid's degree in fewer points
+
+
+def adaptive_rule(m: int, nodes: int, device=None, dtype=torch.float64) -> tuple[Tensor, Tensor]:
+    """The rule mle-adaptive moves to each point: one of COMPACT_RULES where there is one for (m, nodes)
+    (degree 2 nodes - 1, as the tensor grid, in fewer points), else the `nodes`^m tensor grid.
+    Points u (G, m), log weights (G,)."""
+    if (m, nodes) in COMPACT_RULES:
+        u, lw = COMPACT_RULES[m, nodes]()
+        return torch.as_tensor(u, device=device, dtype=dtype), torch.as_tensor(lw, device=device, dtype=dtype)
+    return hermite_grid(m, nodes, device, dtype)
+
+
+def rule_name(m: int, nodes: int, points: int, adaptive: bool) -> str:
+    """How many nodes a run's rule has: "16 nodes", "4 nodes per axis (16)", "12 nodes of degree 7"."""
+    if adaptive and (m, nodes) in COMPACT_RULES:
+        return f"{points} nodes of degree {2 * nodes - 1}"
+    return f"{nodes} nodes per axis ({points})" if m > 1 else f"{points} nodes"
 
 
 def uniform_grid(m: int, nodes: int, half_width: float = 10.0, device=None,
@@ -117,21 +153,24 @@ def log_marginal_dense(model: LatentGaussianModel, x: Tensor, u: Tensor, logw: T
     return logsumexp_on_grid(x, model.mean(u), model.sigma(), logw, chunk_elems)
 
 
-def adaptive_terms(model: LatentGaussianModel, x: Tensor, mode: Tensor, chol: Tensor, u: Tensor,
-                   logw: Tensor) -> tuple[Tensor, Tensor]:
-    """The nodes z_g = mu + L u_g and the summands t_g = log w_g + log p(x, z_g) - log N(u_g; 0, I) + log |det L|
-    of adaptive Gauss-Hermite: x (B, n), mode (B, m), chol (B, m, m), u (G, m) -> (B, G, m), (B, G)."""
-    z = mode.unsqueeze(1) + torch.einsum("bij,gj->bgi", chol, u)  # (B, G, m)
+def adaptive_terms(model: LatentGaussianModel, x: Tensor, centre: Tensor, chol: Tensor, u: Tensor,
+                   logw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The nodes z_g = mu + L u_g, the decoder's g(z_g) and the summands
+    t_g = log w_g + log p(x, z_g) - log N(u_g; 0, I) + log |det L| of adaptive Gauss-Hermite:
+    x (B, n), centre (B, m), chol (B, m, m), u (G, m) -> (B, G, m), (B, G, n), (B, G)."""
+    z = centre.unsqueeze(1) + torch.einsum("bij,gj->bgi", chol, u)  # (B, G, m)
+    mean = model.mean(z)  # (B, G, n)
     log_det = torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1, keepdim=True)  # (B, 1)
-    return z, logw + log_joint(model, x, z) - log_prior(u) + log_det
+    t = logw + log_likelihood(x.unsqueeze(-2), mean, model.sigma()) + log_prior(z) - log_prior(u) + log_det
+    return z, mean, t
 
 
-def log_marginal_adaptive(model: LatentGaussianModel, x: Tensor, mode: Tensor, chol: Tensor,
+def log_marginal_adaptive(model: LatentGaussianModel, x: Tensor, centre: Tensor, chol: Tensor,
                           u: Tensor, logw: Tensor) -> Tensor:
     """Adaptive Gauss-Hermite estimate of log p(x_b) = logsumexp_g t_g (`adaptive_terms`).
 
-    x (B, n); mode (B, m) and chol (B, m, m) the Cholesky factor of the proposal covariance, treated as
+    x (B, n); centre (B, m) and chol (B, m, m) the Cholesky factor of the rule's covariance, treated as
     constants (the exact integral does not depend on them, so neither does its gradient); u (G, m).
     Returns (B,).
     """
-    return torch.logsumexp(adaptive_terms(model, x, mode, chol, u, logw)[1], dim=-1)
+    return torch.logsumexp(adaptive_terms(model, x, centre, chol, u, logw)[2], dim=-1)

@@ -67,8 +67,7 @@ def summary(r: PointPosterior) -> str:
         exact += f" ± {r.grid_change:.1g}"
     gap = f", gap {r.gap:.3g} nats" if r.gap is not None else ""
     if isinstance(a, NodeRule):
-        size = f"{a.per_axis} nodes" + (f" per axis ({len(a.weights)})" if a.nodes.shape[1] > 1 else "")
-        return f"{head}{a.estimator}, {size}: log p(x) ≈ {_f(a.estimate)} ({exact}{gap})"
+        return f"{head}{a.estimator}, {a.rule}: log p(x) ≈ {_f(a.estimate)} ({exact}{gap})"
     if isinstance(a, ImportanceDraws):
         K = len(a.weights)
         return (f"{head}{a.estimator}, K = {K} from {PROPOSALS[a.proposal]}: log p(x) ≈ {_f(a.estimate)} "

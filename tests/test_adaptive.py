@@ -1,0 +1,185 @@
+"""Adaptive Gauss-Hermite's rule and per-point Gaussians (engine/likelihood/adaptive.py): the 12-point rule's
+moments, the refinement's exactness for linear g, its fixed point against dense quadrature for a curved g,
+and the training state's first visits, mode search and NaN guard."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from engine.likelihood.adaptive import OTHER_MODE_RADIUS, WarmGrids, refined_gaussian
+from engine.likelihood.quadrature import adaptive_rule, adaptive_terms, hermite_grid, symmetric_rule_2d_degree7
+from engine.model import log_joint
+
+F64 = torch.float64
+
+
+def _double_factorial(k: int) -> int:
+    return math.prod(range(k - 1, 0, -2))
+
+
+def test_symmetric_rule_is_exact_to_total_degree_7_and_not_8() -> None:
+    u, lw = symmetric_rule_2d_degree7()
+    w = np.exp(lw)
+    assert u.shape == (12, 2) and np.all(w > 0)
+    for i in range(9):
+        for j in range(9 - i):
+            exact = 0 if i % 2 or j % 2 else _double_factorial(i) * _double_factorial(j)  # E z1^i z2^j
+            got = float(w @ (u[:, 0] ** i * u[:, 1] ** j))
+            if i + j <= 7:
+                assert got == pytest.approx(exact, abs=1e-12), (i, j)
+            elif i % 2 == 0 and j % 2 == 0:
+                assert abs(got - exact) > 1, (i, j)  # degree 8: no 12-point rule is exact there
+    # the tensor grid it replaces has the same total degree
+    ut, lwt = hermite_grid(2, 4)
+    assert float(lwt.exp() @ ut[:, 0] ** 6) == pytest.approx(15.0, rel=1e-12)
+
+
+def test_adaptive_rule_uses_the_compact_rule_only_where_one_is_known() -> None:
+    assert adaptive_rule(2, 4)[0].shape == (12, 2)
+    assert adaptive_rule(2, 5)[0].shape == (25, 2)
+    assert adaptive_rule(1, 4)[0].shape == (4, 1)
+    assert adaptive_rule(3, 4)[0].shape == (64, 3)
+
+
+class Linear(torch.nn.Module):
+    """g(z) = A z + b with noise sigma: posterior N(H^-1 A^T (x - b) / s^2, H^-1), H = A^T A / s^2 + I."""
+
+    def __init__(self, A: np.ndarray, b: np.ndarray, sigma: float):
+        super().__init__()
+        self.A, self.b, self.s = torch.as_tensor(A, dtype=F64), torch.as_tensor(b, dtype=F64), sigma
+        self.n, self.m = A.shape
+
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.A.T + self.b
+
+    def sigma(self) -> torch.Tensor:
+        return torch.tensor(self.s, dtype=F64)
+
+
+class Cubic(torch.nn.Module):
+    """n = m = 1, g(z) = z + 0.4 z^3: a skewed posterior whose mean is not its mode."""
+
+    n = m = 1
+
+    def __init__(self, sigma: float):
+        super().__init__()
+        self.s = sigma
+
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        return z + 0.4 * z**3
+
+    def sigma(self) -> torch.Tensor:
+        return torch.tensor(self.s, dtype=F64)
+
+
+@pytest.mark.parametrize(("n", "m", "nodes"), [(3, 1, 4), (4, 2, 4), (5, 2, 3), (6, 3, 2)])
+def test_refinement_is_exact_for_linear_g_from_a_wrong_start(n: int, m: int, nodes: int) -> None:
+    rng = np.random.default_rng(n + m)
+    A, b, sigma = rng.normal(size=(n, m)), rng.normal(size=n), 0.3
+    model = Linear(A, b, sigma)
+    x = torch.as_tensor(rng.normal(size=(5, n)) + b, dtype=F64)
+    H = A.T @ A / sigma**2 + np.eye(m)
+    post_cov = np.linalg.inv(H)
+    post_mean = (post_cov @ A.T @ (x.numpy() - b).T / sigma**2).T  # (5, m)
+    u, lw = adaptive_rule(m, nodes)
+    centre = torch.as_tensor(post_mean + 0.7, dtype=F64)  # off by 0.7 and 3 times too wide
+    chol = 3.0 * torch.eye(m, dtype=F64).expand(5, m, m).clone()
+    z, mean, terms = adaptive_terms(model, x, centre, chol, u, lw)
+    centre, chol = refined_gaussian(z, mean, terms, chol, u, lw, model.sigma())
+    # the linearisation of a linear g is g itself: the posterior's covariance after one refinement
+    np.testing.assert_allclose((chol @ chol.transpose(1, 2)).numpy(), np.broadcast_to(post_cov, (5, m, m)), atol=1e-12)
+    for _ in range(30):
+        z, mean, terms = adaptive_terms(model, x, centre, chol, u, lw)
+        centre, chol = refined_gaussian(z, mean, terms, chol, u, lw, model.sigma())
+    np.testing.assert_allclose(centre.numpy(), post_mean, atol=1e-9)
+    # ... where the rule gives the exact log p(x) = log N(x; b, A A^T + s^2 I)
+    cov = A @ A.T + sigma**2 * np.eye(n)
+    d = x.numpy() - b
+    exact = -0.5 * (np.einsum("bi,ij,bj->b", d, np.linalg.inv(cov), d) + np.linalg.slogdet(cov)[1]
+                    + n * math.log(2 * math.pi))
+    z, mean, terms = adaptive_terms(model, x, centre, chol, u, lw)
+    np.testing.assert_allclose(torch.logsumexp(terms, -1).numpy(), exact, atol=1e-10)
+
+
+def test_refinement_fixed_point_is_the_posterior_mean_of_a_skewed_posterior() -> None:
+    model = Cubic(0.3)
+    x = torch.tensor([[1.7], [-0.4], [3.0]], dtype=F64)
+    zd = torch.linspace(-8.0, 8.0, 40001, dtype=F64).unsqueeze(-1)  # dense reference: a Riemann sum
+    lj = log_joint(model, x, zd.unsqueeze(0).expand(3, -1, -1)) + math.log(16.0 / 40000)  # (3, G)
+    exact_mean = (torch.softmax(lj, -1) @ zd)[:, 0]
+    exact_logpx = torch.logsumexp(lj, -1)
+    u, lw = adaptive_rule(1, 16)
+    centre, chol = torch.zeros(3, 1, dtype=F64), torch.ones(3, 1, 1, dtype=F64)
+    for _ in range(40):
+        z, mean, terms = adaptive_terms(model, x, centre, chol, u, lw)
+        centre, chol = refined_gaussian(z, mean, terms, chol, u, lw, model.sigma())
+    np.testing.assert_allclose(centre[:, 0].numpy(), exact_mean.numpy(), atol=1e-6)
+    z, mean, terms = adaptive_terms(model, x, centre, chol, u, lw)
+    np.testing.assert_allclose(torch.logsumexp(terms, -1).numpy(), exact_logpx.numpy(), atol=1e-6)
+
+
+def test_first_visit_is_a_laplace_fit_then_the_stored_gaussian_is_used() -> None:
+    rng = np.random.default_rng(0)
+    A, b, sigma = rng.normal(size=(4, 2)), rng.normal(size=4), 0.2
+    model = Linear(A, b, sigma)
+    x = torch.as_tensor(rng.normal(size=(6, 4)) + b, dtype=F64)
+    grids = WarmGrids(6, 2).double()
+    idx = torch.arange(6)
+    centre, chol = grids.locate(model, x, idx, search=False)
+    H = A.T @ A / sigma**2 + np.eye(2)
+    post_mean = (np.linalg.solve(H, A.T @ (x.numpy() - b).T) / sigma**2).T
+    np.testing.assert_allclose(centre.numpy(), post_mean, atol=1e-9)  # Gauss-Newton reaches a linear mode
+    assert bool(grids.seen.all())
+    grids.store(idx, centre + 1.0, chol)
+    again, _ = grids.locate(model, x, idx, search=False)
+    np.testing.assert_allclose(again.numpy(), centre.numpy() + 1.0)  # no search: the stored one, as it is
+
+
+def test_search_moves_a_point_to_a_higher_mode_outside_its_gaussian_only() -> None:
+    class TwoModes(torch.nn.Module):
+        """n = m = 1, g(z) = z^2: x = 4 has modes near z = +-2 of equal height; a shift tilts them."""
+
+        n = m = 1
+
+        def __init__(self, tilt: float):
+            super().__init__()
+            self.tilt = tilt
+
+        def mean(self, z: torch.Tensor) -> torch.Tensor:
+            return z**2 + self.tilt * z
+
+        def sigma(self) -> torch.Tensor:
+            return torch.tensor(0.3, dtype=F64)
+
+    x = torch.tensor([[4.0]], dtype=F64)
+    grids = WarmGrids(1, 1).double()
+    idx = torch.tensor([0])
+    grids.locate(TwoModes(0.0), x, idx, search=False)
+    grids.store(idx, torch.tensor([[-2.0]], dtype=F64), torch.tensor([[[0.05]]], dtype=F64))  # at the left mode
+    tilted = TwoModes(0.5)  # now the right mode (g = z^2 + z/2 reaches 4 at z ~ 1.77 with less prior cost) is higher
+    stay, _ = grids.locate(tilted, x, idx, search=False)
+    assert float(stay) == -2.0
+    moved, _ = grids.locate(tilted, x, idx, search=True)
+    assert float(moved) > 1.0 and float(log_joint(tilted, x, moved.unsqueeze(1))) > \
+        float(log_joint(tilted, x, torch.tensor([[[-2.0]]], dtype=F64)))
+    # a wide Gaussian holds the better candidate inside it: the same mode seen from its side, not moved
+    grids.store(idx, torch.tensor([[-2.0]], dtype=F64), torch.tensor([[[2.0]]], dtype=F64))
+    assert OTHER_MODE_RADIUS > 4.0 / 2.0  # the candidate near 2 is within q's radius
+    kept, _ = grids.locate(tilted, x, idx, search=True)
+    assert float(kept) == -2.0
+
+
+def test_store_keeps_the_old_gaussian_of_a_non_finite_row() -> None:
+    grids = WarmGrids(3, 2)
+    idx = torch.arange(3)
+    centre = torch.tensor([[1.0, 2.0], [float("nan"), 0.0], [3.0, 4.0]])
+    chol = torch.eye(2).expand(3, 2, 2).clone() * 0.5
+    chol[2, 1, 1] = float("inf")
+    grids.store(idx, centre, chol)
+    np.testing.assert_array_equal(grids.centres.numpy(), [[1.0, 2.0], [0.0, 0.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(grids.chols[1].numpy(), np.eye(2))
+    np.testing.assert_array_equal(grids.chols[0].numpy(), 0.5 * np.eye(2))
