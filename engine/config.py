@@ -280,7 +280,8 @@ def section_from_dict(cls: type, d: Any, prefix: str, validate: bool = True) -> 
 
 
 # Grid points per training point that a default node count may use: nodes^m of them go through the
-# decoder for every point of a batch (mle-adaptive), or once per batch (mle-quadrature's fixed grid).
+# decoder for every point of a batch (mle-adaptive; for m = 2 and 4 nodes a 12-point rule of the same
+# degree, likelihood.quadrature.COMPACT_RULES), or once per batch (mle-quadrature's fixed grid).
 ADAPTIVE_GRID_BUDGET = 16
 FIXED_GRID_BUDGET = 256
 MAX_GRID_POINTS = 20_000

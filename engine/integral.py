@@ -88,7 +88,7 @@ class Approximation:
 
 @dataclass(kw_only=True)
 class NodeRule(Approximation):
-    """mle-quadrature (fixed nodes u_g) and mle-adaptive (z_g = mu + L u_g at the mode)."""
+    """mle-quadrature (fixed nodes u_g) and mle-adaptive (z_g = mu + L u_g on the point's Gaussian)."""
 
     nodes: np.ndarray  # (G, m) where the integrand is evaluated
     weights: np.ndarray  # (G,) their posterior weights, sum 1
@@ -96,7 +96,7 @@ class NodeRule(Approximation):
     rule: str  # how many nodes (`likelihood.quadrature.rule_name`)
     adaptive: bool
     centre: np.ndarray | None = None  # (m,) the rule's centre mu (adaptive)
-    chol: np.ndarray | None = None  # (m, m) L, L L^T = H^-1 (adaptive)
+    chol: np.ndarray | None = None  # (m, m) L, the rule's scale (adaptive)
 
 
 @dataclass(kw_only=True)
@@ -325,8 +325,8 @@ def adaptive_nodes(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig,
                     weights=torch.softmax(terms[0], 0).numpy(), density=np.zeros(0),
                     rule=rule_name(model.m, nodes, len(u), adaptive=True), adaptive=True,
                     centre=centre[0].numpy(), chol=chol[0].numpy(),
-                    note=f"the {rule_name(model.m, nodes, len(u), adaptive=True)} of the rule moved to the posterior "
-                         "mean and scaled by the linearised precision, area ∝ weight")
+                    note=f"the rule's {rule_name(model.m, nodes, len(u), adaptive=True)} on the posterior mean, "
+                         "scaled by the linearised precision, area ∝ weight")
 
 
 @torch.no_grad()

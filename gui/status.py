@@ -50,6 +50,9 @@ class StatusView(LiveView):
                                    "estimated time left")
         self.progress.setToolTip("How much of the run is done: of its steps, or of its time limit if that "
                                  "comes first; then how much of the held-out points has been scored")
+        for label, widest in ((self.step_label, "step 00000 / 00000"), (self.rate_label, "0000 steps/s"),
+                              (self.time_label, "0:00:00 of 0:00:00 elapsed, ETA 0:00:00")):
+            label.setMinimumWidth(label.fontMetrics().horizontalAdvance(widest))  # no re-layout as digits change
         for w in (self.step_label, self.rate_label, self.time_label, self.progress, self.device_label,
                   self.state_label):
             bar.addPermanentWidget(w)

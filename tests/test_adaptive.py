@@ -86,8 +86,9 @@ def test_refinement_is_exact_for_linear_g_from_a_wrong_start(n: int, m: int, nod
     post_cov = np.linalg.inv(H)
     post_mean = (post_cov @ A.T @ (x.numpy() - b).T / sigma**2).T  # (5, m)
     u, lw = adaptive_rule(m, nodes)
-    centre = torch.as_tensor(post_mean + 0.7, dtype=F64)  # off by 0.7 and 3 times too wide
-    chol = 3.0 * torch.eye(m, dtype=F64).expand(5, m, m).clone()
+    centre = torch.as_tensor(post_mean + 0.7, dtype=F64)  # off by 0.7, too wide and sheared
+    start = 3.0 * torch.eye(m, dtype=F64) + torch.tril(torch.ones(m, m, dtype=F64), -1)  # not symmetric: L^-1 != L^-T
+    chol = start.expand(5, m, m).clone()
     z, mean, terms = adaptive_terms(model, x, centre, chol, u, lw)
     centre, chol = refined_gaussian(z, mean, terms, chol, u, lw, model.sigma())
     # the linearisation of a linear g is g itself: the posterior's covariance after one refinement
@@ -183,3 +184,45 @@ def test_store_keeps_the_old_gaussian_of_a_non_finite_row() -> None:
     np.testing.assert_array_equal(grids.centres.numpy(), [[1.0, 2.0], [0.0, 0.0], [0.0, 0.0]])
     np.testing.assert_array_equal(grids.chols[1].numpy(), np.eye(2))
     np.testing.assert_array_equal(grids.chols[0].numpy(), 0.5 * np.eye(2))
+
+
+def test_search_keeps_a_point_already_at_its_highest_mode() -> None:
+    x = torch.tensor([[4.0]], dtype=F64)
+    model = Cubic(0.3)  # monotone: one mode; every candidate start is lower than a centre at it
+    grids = WarmGrids(1, 1).double()
+    idx = torch.tensor([0])
+    centre, chol = grids.locate(model, x, idx, search=False)  # the Laplace fit at the mode
+    grids.store(idx, centre, 0.01 * chol)  # narrow: every candidate is far outside q
+    kept, kept_chol = grids.locate(model, x, idx, search=True)
+    assert torch.equal(kept, centre) and torch.equal(kept_chol, 0.01 * chol)
+
+
+def test_a_batch_of_first_and_later_visits_and_the_estimator_stores_the_refinement() -> None:
+    from engine.config import DecoderConfig, EstimatorConfig
+    from engine.estimators import build_estimator
+    from engine.networks import Decoder
+
+    torch.manual_seed(0)
+    dec = Decoder(3, DecoderConfig(m=2, hidden=(8,)), 0.3, 0.0).double()
+    est = build_estimator(EstimatorConfig(name="mle-adaptive", nodes=4), dec, 10, torch.Generator()).double()
+    assert est.u.shape == (12, 2)  # the compact rule
+    x = torch.randn(10, 3, dtype=F64)
+    first = torch.tensor([0, 1, 2, 3])
+    est.objective(x[first], first, 1)
+    stored = est.grids.centres.clone(), est.grids.chols.clone()
+    mixed = torch.tensor([2, 3, 4, 5])  # two seen, two new
+    centre, chol = est.grids.locate(dec, x[mixed], mixed, search=False)
+    est.grids.seen[torch.tensor([4, 5])] = False  # locate marked them; the objective must see them as new
+    np.testing.assert_array_equal(centre[:2].numpy(), stored[0][2:4].numpy())  # seen rows: their stored q
+    np.testing.assert_array_equal(chol[:2].numpy(), stored[1][2:4].numpy())
+    est.objective(x[mixed], mixed, 1)
+    # what the objective stored is the refinement of the nodes it evaluated, for every row
+    z, mean, terms = adaptive_terms(dec, x[mixed], centre, chol, est.u, est.logw)
+    want_c, want_l = refined_gaussian(z, mean, terms, chol, est.u, est.logw, dec.sigma())
+    np.testing.assert_allclose(est.grids.centres[mixed].numpy(), want_c.detach().numpy(), atol=1e-12)
+    np.testing.assert_allclose(est.grids.chols[mixed].numpy(), want_l.detach().numpy(), atol=1e-12)
+    assert bool(est.grids.seen[:6].all()) and not bool(est.grids.seen[6:].any())
+    # the value is the adaptive quadrature on the Gaussians the visit located
+    with torch.no_grad():
+        again = float(torch.logsumexp(adaptive_terms(dec, x[mixed], want_c, want_l, est.u, est.logw)[2], -1).mean())
+    np.testing.assert_allclose(est.objective(x[mixed], mixed, 2).value, again, atol=1e-12)

@@ -114,7 +114,7 @@ def test_linear_decoder_reaches_ppca_maximum_likelihood(n, m):
     dec = copy.deepcopy(result.decoder).double()
     est = build_estimator(EstimatorConfig(name="mle-adaptive", nodes=4), dec, len(x), torch.Generator()).double()
     xt, idx = torch.as_tensor(x), torch.arange(len(x))
-    est.objective(xt, idx, 1)  # modes from the candidate grid, then warm-started
+    est.objective(xt, idx, 1)  # first visit: a Laplace fit from the candidate grid; then the refined Gaussians
     assert est.objective(xt, idx, 2).value == pytest.approx(fitted, abs=1e-6)
     assert ref.loglik_per_point - fitted < 0.01, (fitted, ref.loglik_per_point)
     sigma = float(result.decoder.sigma().detach())
@@ -218,7 +218,7 @@ def grad_problem(request) -> GradProblem:
 def test_quadrature_gradients_match_dense_quadrature(grad_problem, name):
     nodes = {"mle-quadrature": {1: 60, 2: 30}[grad_problem.m], "mle-adaptive": 10}[name]
     dec, est = grad_problem.estimator(name=name, nodes=nodes)
-    for _ in range(3):  # as in training: the adaptive grid's modes are warm-started over steps
+    for _ in range(3):  # as in training: the adaptive rule's Gaussians are refined over visits
         est.objective(grad_problem.x, grad_problem.idx, 1)
     g = grad_problem.surrogate_grad(dec, est)
     assert _cos(g, grad_problem.exact) > 0.99

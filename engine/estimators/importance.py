@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..likelihood.importance import DEFENSIVE_WEIGHT, GaussianProposal, log_mean_exp, log_weights
-from ..likelihood.laplace import WarmLaplace
+from ..likelihood.laplace import RESTART_EVERY, WarmLaplace
 from ..networks import Decoder
 from .base import Estimator, Objective
 
@@ -28,12 +28,15 @@ class ImportanceSamplingMLE(Estimator):
         self.laplace = WarmLaplace(n_train, decoder.m)
 
     def decoder_rows(self, batch: int) -> int:
-        return batch * (self.samples + (self.decoder.m + 2 if self.proposal == "laplace" else 0))
+        if self.proposal != "laplace":
+            return batch * self.samples
+        search = batch * (self.laplace.candidates.shape[0] + 1) // RESTART_EVERY  # every 32 steps, forward only
+        return batch * (self.samples + self.decoder.m + 2) + search  # + g and J, the step's check
 
     def objective(self, x: Tensor, idx: Tensor, step: int) -> Objective:
         q = None
         if self.proposal == "laplace":
-            mode, chol = self.laplace.update(self.decoder, x, idx)
+            mode, chol = self.laplace.update(self.decoder, x, idx, step % RESTART_EVERY == 0)
             q = GaussianProposal(mode, chol, DEFENSIVE_WEIGHT)
         lw = log_weights(self.decoder, x, q, self.samples, self.gen)  # (B, K)
         value = log_mean_exp(lw).mean()

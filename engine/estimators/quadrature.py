@@ -66,8 +66,8 @@ class AdaptiveGaussHermiteMLE(Estimator):
         self.grids = WarmGrids(n_train, decoder.m)
 
     def decoder_rows(self, batch: int) -> int:
-        restarts = self.grids.candidates.shape[0] // RESTART_EVERY  # candidate checks, forward only
-        return batch * (self.u.shape[0] + restarts)
+        search = batch * (self.grids.candidates.shape[0] + 1) // RESTART_EVERY  # every 32 steps, forward only
+        return batch * self.u.shape[0] + search
 
     def objective(self, x: Tensor, idx: Tensor, step: int) -> Objective:
         centre, chol = self.grids.locate(self.decoder, x, idx, step % RESTART_EVERY == 0)  # (B, m), (B, m, m)

@@ -11,8 +11,10 @@ computed, refines q_b for the next visit without a decoder pass of its own:
                                                           regression of g on z under q (posterior linearisation);
             L' = chol(H'^-1).
 
-For linear g, J is the true Jacobian whatever q is, so H' is the exact posterior precision, and once q is the
-posterior c' is its mean exactly. c' is a convex combination of the nodes, so it cannot run away. A point's
+(Posterior-linearisation filters also add the regression's residual covariance to S; here H' is the
+Gauss-Newton precision with J averaged over q.) For linear g, J is the true Jacobian whatever q is, so H'
+is the exact posterior precision, and once q is the posterior c' is its mean exactly. c' is a convex
+combination of the nodes, so it cannot run away. A point's
 first visit, and a visit where one of the shared candidate starts beats c from outside q (more than
 OTHER_MODE_RADIUS from c in q's metric), takes a Laplace fit instead (`laplace.laplace`: Gauss-Newton to
 the mode, H there), so that a point can move to a higher mode as theta changes; a better candidate inside
@@ -29,6 +31,7 @@ from torch import Tensor
 from ..model import LatentGaussianModel, log_joint
 from .laplace import (
     FIRST_VISIT_STEPS,
+    SEARCH_ROWS,
     candidate_starts,
     covariance_cholesky,
     gauss_newton_precision,
@@ -69,11 +72,12 @@ class WarmGrids(torch.nn.Module):
         if search and not bool(fresh.all()):
             rows = (~fresh).nonzero().squeeze(1)
             cands = self.candidates.to(x.dtype)
-            best, which = log_joint(model, x[rows], cands.unsqueeze(0).expand(len(rows), -1, -1)).max(-1)
-            here = log_joint(model, x[rows], centre[rows].unsqueeze(1)).squeeze(1)
-            offset = torch.linalg.solve_triangular(chol[rows], (cands[which] - centre[rows]).unsqueeze(-1),
-                                                   upper=False).squeeze(-1)  # (R, m): L^-1 (candidate - c)
-            fresh[rows[(best > here) & (offset.norm(dim=-1) > OTHER_MODE_RADIUS)]] = True
+            for part in rows.split(max(1, SEARCH_ROWS // len(cands))):  # at most SEARCH_ROWS decoder rows a pass
+                best, which = log_joint(model, x[part], cands.unsqueeze(0).expand(len(part), -1, -1)).max(-1)
+                here = log_joint(model, x[part], centre[part].unsqueeze(1)).squeeze(1)
+                offset = torch.linalg.solve_triangular(chol[part], (cands[which] - centre[part]).unsqueeze(-1),
+                                                       upper=False).squeeze(-1)  # (R, m): L^-1 (candidate - c)
+                fresh[part[(best > here) & (offset.norm(dim=-1) > OTHER_MODE_RADIUS)]] = True
         if fresh.any():
             rows = fresh.nonzero().squeeze(1)
             centre[rows], chol[rows] = laplace(model, x[rows], centre[rows], self.candidates.to(x.dtype),
@@ -84,9 +88,9 @@ class WarmGrids(torch.nn.Module):
     @torch.no_grad()
     def store(self, idx: Tensor, centre: Tensor, chol: Tensor) -> None:
         """Keep the refined q of rows `idx` for their next visit (rows with a non-finite value keep the old one)."""
-        ok = torch.isfinite(centre).all(-1) & torch.isfinite(chol).flatten(1).all(-1)
-        self.centres[idx[ok]] = centre[ok].to(self.centres.dtype)
-        self.chols[idx[ok]] = chol[ok].to(self.chols.dtype)
+        ok = torch.isfinite(centre).all(-1) & torch.isfinite(chol).flatten(1).all(-1)  # (B,)
+        self.centres[idx] = torch.where(ok.unsqueeze(-1), centre.to(self.centres.dtype), self.centres[idx])
+        self.chols[idx] = torch.where(ok.view(-1, 1, 1), chol.to(self.chols.dtype), self.chols[idx])
 
     def stored_centres(self, rows: int) -> Tensor:
         """The stored centres (posterior means) of the first `rows` training points (what the live plots show)."""

@@ -3,7 +3,7 @@
 Maximises log p(x, z) = -1/2 ||(x - g(z)) / sigma||^2 - 1/2 ||z||^2 + const by damped Gauss-Newton:
     H = J^T S^-1 J + I,   step = H^-1 (J^T S^-1 (x - g(z)) - z),   J = dg/dz (n x m), S = diag sigma^2.
 H is the Gauss-Newton precision (positive definite, exact for linear g); N(mode, H^-1) is the Laplace
-approximation used to centre the adaptive quadrature and as the importance proposal.
+approximation: the importance proposal, and adaptive quadrature's Gaussian on a point's first visit.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from torch import Tensor
 from ..model import LatentGaussianModel, log_joint, log_likelihood, log_prior
 from .quadrature import hermite_grid
 
-RESTART_EVERY = 32  # visits between a training point's global searches among the candidate starts
-FIRST_VISIT_STEPS = 4  # Gauss-Newton steps on a point's first visit (later visits: one)
+RESTART_EVERY = 32  # visits (WarmLaplace) or steps (adaptive.WarmGrids) between searches among the candidate starts
+FIRST_VISIT_STEPS = 4  # Gauss-Newton steps on a point's first visit (WarmLaplace's later visits: one)
+SEARCH_ROWS = 2**15  # decoder rows of one pass of the search among the candidate starts
 
 
 def mean_and_jacobian(model: LatentGaussianModel, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -53,8 +54,12 @@ def gauss_newton_precision(J: Tensor, sigma: Tensor) -> Tensor:
 
 
 def covariance_cholesky(H: Tensor) -> Tensor:
-    """Lower Cholesky factor of H^-1: (B, m, m) -> (B, m, m)."""
-    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)))
+    """Lower Cholesky factor of H^-1: (B, m, m) -> (B, m, m); NaN for a row whose H is not positive definite
+    (a decoder gone to NaN), which the callers' guards then catch, rather than an exception mid-step."""
+    L, info = torch.linalg.cholesky_ex(H)
+    C, info2 = torch.linalg.cholesky_ex(torch.cholesky_inverse(L))
+    bad = (info != 0) | (info2 != 0)
+    return torch.where(bad.view(-1, 1, 1), torch.full_like(C, float("nan")), C)
 
 
 @torch.no_grad()
@@ -68,14 +73,17 @@ def gauss_newton_step(model: LatentGaussianModel, x: Tensor, z: Tensor,
     grad = (J.transpose(1, 2) @ ((x - g) / s.pow(2)).unsqueeze(-1)).squeeze(-1) - z  # (B, m)
     H = gauss_newton_precision(J, s)
     step = torch.linalg.solve(H, grad.unsqueeze(-1)).squeeze(-1)
-    t = torch.ones_like(f)
     slack = 8 * torch.finfo(f.dtype).eps * (1 + f.abs())  # rounding: at the mode a zero step may "lower" f
-    for _ in range(halvings):
-        z_new = z + t.unsqueeze(-1) * step
-        better = log_joint(model, x, z_new.unsqueeze(1)).squeeze(1) >= f - slack
-        if bool(better.all()):
+    t = torch.ones_like(f)
+    z_new = z + step
+    better = log_joint(model, x, z_new.unsqueeze(1)).squeeze(1) >= f - slack
+    for _ in range(halvings - 1):  # only the rows whose step lowered f go through the decoder again
+        bad = (~better).nonzero().squeeze(1)
+        if not bad.numel():
             break
-        t = torch.where(better, t, t * 0.5)
+        t[bad] *= 0.5
+        z_new[bad] = z[bad] + t[bad].unsqueeze(-1) * step[bad]
+        better[bad] = log_joint(model, x[bad], z_new[bad].unsqueeze(1)).squeeze(1) >= (f - slack)[bad]
     return torch.where(better.unsqueeze(-1), z_new, z), H
 
 
@@ -121,30 +129,31 @@ class WarmLaplace(torch.nn.Module):
     A visit takes one Gauss-Newton step from the point's stored mode (FIRST_VISIT_STEPS on its first
     visit), computing g, its Jacobian and the precision H in one pass; the approximation returned is
     N(new mode, H^-1) with H from that pass, one step behind the mode (both exact for linear g). On the
-    first visit and every RESTART_EVERY visits after, the step starts from the best of the stored mode and
-    the candidate starts, so that a point can move to a higher posterior mode as theta changes.
+    first visit, and for the whole batch when `search` (every RESTART_EVERY steps: about every
+    RESTART_EVERY visits of a point, in one batched pass), the step starts from the best of the stored
+    mode and the candidate starts, so that a point can move to a higher posterior mode as theta changes.
     """
 
     def __init__(self, n_train: int, m: int):
         super().__init__()
         self.register_buffer("candidates", candidate_starts(m))  # (C, m)
         self.register_buffer("modes", torch.zeros(n_train, m))  # (N_train, m)
-        self.register_buffer("visits", torch.zeros(n_train, dtype=torch.long))  # (N_train,)
+        self.register_buffer("seen", torch.zeros(n_train, dtype=torch.bool))  # (N_train,) visited before
 
     @torch.no_grad()
-    def update(self, model: LatentGaussianModel, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    def update(self, model: LatentGaussianModel, x: Tensor, idx: Tensor, search: bool) -> tuple[Tensor, Tensor]:
         """Refresh the approximations of rows `idx` under the current model: returns mode (B, m), chol (B, m, m)."""
         z = self.modes[idx].to(x.dtype)
-        visits = self.visits[idx]
-        restart = (visits % RESTART_EVERY == 0).nonzero().squeeze(1)
-        if restart.numel():
-            z[restart] = best_start(model, x[restart], z[restart], self.candidates.to(x.dtype))
-        first = (visits == 0).nonzero().squeeze(1)
-        if first.numel():
-            z[first] = find_modes(model, x[first], z[first], FIRST_VISIT_STEPS - 1)
+        first = ~self.seen[idx]
+        rows = torch.arange(len(idx), device=idx.device) if search else first.nonzero().squeeze(1)
+        for part in rows.split(max(1, SEARCH_ROWS // (len(self.candidates) + 1))):
+            z[part] = best_start(model, x[part], z[part], self.candidates.to(x.dtype))
+        rows = first.nonzero().squeeze(1)
+        if rows.numel():
+            z[rows] = find_modes(model, x[rows], z[rows], FIRST_VISIT_STEPS - 1)
         mode, H = gauss_newton_step(model, x, z)
         self.modes[idx] = mode.to(self.modes.dtype)
-        self.visits[idx] = visits + 1
+        self.seen[idx] = True
         return mode, covariance_cholesky(H)
 
     def stored_modes(self, rows: int) -> Tensor:

@@ -2,8 +2,8 @@
 
 Gauss-Hermite (tensor grid on the prior):
     log p(x) ≈ logsumexp_g [ log w_g + log p(x | u_g) ],    u_g, w_g the N(0, I_m) Gauss-Hermite rule.
-Adaptive (lme4's nAGQ): with q = N(mu_x, L_x L_x^T) centred at the posterior mode and scaled by the
-curvature there, z_g = mu_x + L_x u_g and
+Adaptive (lme4's nAGQ): with q = N(mu_x, L_x L_x^T) close to the posterior (`adaptive.py`),
+z_g = mu_x + L_x u_g and
     log p(x) ≈ logsumexp_g [ log w_g + log p(x, z_g) - log N(u_g; 0, I) + log |det L_x| ],
 exact when p(z | x) is Gaussian; the nodes follow each point's posterior however narrow it is.
 Trapezoidal (the evaluator's dense rule): u_g on a uniform grid of spacing h over [-L, L]^m,

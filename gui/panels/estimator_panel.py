@@ -34,7 +34,8 @@ class EstimatorPanel(QWidget):
         self.fitted_m = fitted_m
         layout = QVBoxLayout(self)
         self.nodes_field = OptionalIntField(
-            "G: Gauss-Hermite nodes per latent dimension; the grid has G^m points (at most 20 000). "
+            "G: Gauss-Hermite nodes per latent dimension; the grid has G^m points (at most 20 000; "
+            "mle-adaptive with m = 2 and G = 4: a 12-point rule of the same degree). "
             "Empty: auto, chosen by the fitted m (Training panel): the most nodes whose grid has at most "
             f"{ADAPTIVE_GRID_BUDGET} points per datum for mle-adaptive (2 to 20), at most "
             f"{FIXED_GRID_BUDGET} per batch for mle-quadrature (2 to 200). 2 to 200.")
