@@ -183,7 +183,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self.status = StatusView(self.statusBar())
         self.clock = RedrawClock([self.data_view, self.latent_view, self.curves, self.samples_view,
-                                  self.posterior_view], every_tick=[self.status], parent=self)
+                                  self.posterior_view, self.status], parent=self)
         self.controller.progress.connect(self._on_progress)
         self.controller.failed.connect(self._on_task_failed)
         self.controller.busy_changed.connect(self._on_busy_changed)
@@ -727,7 +727,6 @@ class MainWindow(QMainWindow):
         """Draw what the session says has changed (gui/session.py's events)."""
         if event == "state":
             self.status.set_state(value)
-            self.clock.set_training(value == RunState.RUNNING)
             self._update_controls()
         elif event == "data":
             self._show_data(value)

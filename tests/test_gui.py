@@ -37,7 +37,7 @@ from gui.app import PIXMAP_CACHE_KB, application
 from gui.main_window import MainWindow
 from gui.panels.fields import INVALID_STYLE
 from gui.panels.model_panel import preset_files
-from gui.plots.common import BUSY_BUDGET, MAX_INTERVAL_MS, LiveView, RedrawClock, StreamingCurve, next_interval
+from gui.plots.common import StreamingCurve
 from gui.plots.curves import CurvesView
 from gui.session import History
 from gui.settings import Settings
@@ -251,75 +251,6 @@ def test_redraw_rate_stays_bounded_and_no_progress_is_lost(qtbot: Any, window: M
     assert len(received) <= 20 * elapsed + 3  # the trainer sends at most 20 snapshots a second
     rows = [row["step"] for p in received for row in p.history_rows]
     assert rows == list(range(1, 151))
-
-
-def test_redraw_clock_slows_down_only_while_frames_are_costly(qtbot: Any) -> None:
-    class View(LiveView):
-        def __init__(self, cost_s: float) -> None:
-            self.cost_s, self.drawn = cost_s, 0
-            self.mark_dirty()
-
-        def redraw(self) -> None:
-            end = time.thread_time() + self.cost_s  # CPU time of this (the GUI) thread, as a frame costs
-            while time.thread_time() < end:
-                pass
-            self.drawn += 1
-            self.mark_dirty()  # always something new to draw, as while a run trains
-
-    cheap, costly = View(0.0005), View(0.030)
-    clock = RedrawClock([cheap])
-    clock.set_training(True)
-    qtbot.wait(1500)
-    assert clock.timer.interval() == clock.fastest_ms and cheap.drawn >= 10  # 15 Hz at under 1 % busy
-    clock.views = [costly]
-    qtbot.wait(3000)
-    interval = clock.timer.interval()
-    # 30 ms a frame at 6 % of the thread's time: a frame every 500 ms (the slowest) instead of every 67 ms
-    assert interval >= 0.8 * MAX_INTERVAL_MS, interval
-    clock.views = [cheap]
-    qtbot.wait(2500)
-    assert clock.timer.interval() == clock.fastest_ms
-    clock.views = [costly]
-    qtbot.wait(1000)
-    clock.set_training(False)  # no run: every frame at once, at 15 Hz, whatever it costs
-    assert clock.timer.interval() == clock.fastest_ms
-    clock.timer.stop()
-    # the control law: half way to the interval at which the thread would be busy BUSY_BUDGET of the time
-    assert next_interval(100, 2 * BUSY_BUDGET, 67, 500) == 150
-    assert next_interval(100, 0.0, 67, 500) == 67
-    assert next_interval(400, 1.0, 67, 500) == 500
-
-
-def test_redraw_clock_draws_one_view_a_tick_in_turn_while_training(qtbot: Any) -> None:
-    order: list[str] = []
-
-    class View(LiveView):
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        def redraw(self) -> None:
-            order.append(self.name)
-
-    views = [View("a"), View("b"), View("c")]
-    clock = RedrawClock(views)
-    clock.timer.stop()
-    clock.set_training(True)
-    for v in views:
-        v.mark_dirty()
-    clock.tick()
-    assert order == ["a"]
-    views[0].mark_dirty()  # dirty again: waits for its turn after b and c
-    clock.tick()
-    clock.tick()
-    clock.tick()
-    assert order == ["a", "b", "c", "a"] and clock.frames == 4
-    clock.tick()
-    assert clock.frames == 4  # nothing dirty: no frame
-    clock.set_training(False)
-    for v in views:
-        v.mark_dirty()
-    clock.tick()
-    assert order[4:] == ["a", "b", "c"] and clock.frames == 5  # no run: all at once, one frame
 
 
 def test_emitted_snapshot_arrays_are_never_mutated(qtbot: Any, window: MainWindow) -> None:

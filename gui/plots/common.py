@@ -1,15 +1,13 @@
 """Shared plot plumbing: the redraw clock, dirty-flag views, growing series and polyline flattening.
 
-Views cache the latest data they are given and mark themselves dirty; the `RedrawClock` (a QTimer of at
-most 15 Hz; while a run trains, one view a tick and slower while frames cost the GUI thread much) asks the
-views to refresh, and only dirty views on screen call `setData`. Items are created
+Views cache the latest data they are given and mark themselves dirty; the `RedrawClock` (a 15 Hz
+QTimer) asks every view to refresh, and only dirty views on screen call `setData`. Items are created
 once; view ranges are set when the data change, not at every frame; static items are cached as pixmaps.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -314,65 +312,21 @@ class LiveView:
         raise NotImplementedError
 
 
-BUSY_BUDGET = 0.06  # of the GUI thread's time that drawing may take while a run trains (the GIL it holds)
-MAX_INTERVAL_MS = 500  # the slowest the redraw clock goes, however costly a frame
-
-
-def next_interval(interval_ms: int, busy: float, lo_ms: int, hi_ms: int, budget: float = BUSY_BUDGET) -> int:
-    """The redraw clock's next interval: the one at which the GUI thread, busy `busy` of the last one,
-    would be busy `budget` of the time (a frame's cost taken as fixed), half way from the current one,
-    within [lo_ms, hi_ms]."""
-    target = interval_ms * busy / budget
-    return int(min(max(round(0.5 * interval_ms + 0.5 * target), lo_ms), hi_ms))
-
-
 class RedrawClock(QObject):
-    """Redraws the dirty views on screen at most `hz` times a second; counts the frames that drew something.
+    """Redraws the dirty views at most `hz` times a second; counts the frames that drew something."""
 
-    While a run trains (`set_training(True)`) drawing takes the GIL the training thread needs, so the clock
-    draws one dirty view a tick, in turn (a tick never repaints the whole window, so no frame stalls the
-    event loop for long), measures the GUI thread's share of the time since the last tick (its CPU time)
-    and spaces the ticks out while that exceeds BUSY_BUDGET, as on a slow machine or a large window, up to
-    MAX_INTERVAL_MS apart; with cheap frames it still runs at `hz`. Otherwise every dirty view is drawn at
-    each tick, at `hz`. The `every_tick` views (the status bar: small, and what says a run is alive) are
-    refreshed at every tick in any case."""
-
-    def __init__(self, views: Sequence[LiveView], every_tick: Sequence[LiveView] = (), hz: float = 15.0,
-                 parent: QObject | None = None):
+    def __init__(self, views: Sequence[LiveView], hz: float = 15.0, parent: QObject | None = None):
         super().__init__(parent)
         self.views = list(views)
-        self.every_tick = list(every_tick)
         self.frames = 0
-        self.fastest_ms = round(1000 / hz)
-        self.training = False
-        self._next = 0  # the view the next tick tries first, while training
-        self._cpu, self._wall = time.thread_time(), time.perf_counter()
         self.timer = QTimer(self)
-        self.timer.setInterval(self.fastest_ms)
+        self.timer.setInterval(round(1000 / hz))
         self.timer.timeout.connect(self.tick)
         self.timer.start()
 
-    def set_training(self, training: bool) -> None:
-        self.training = training
-        if not training:
-            self.timer.setInterval(self.fastest_ms)
-
     def tick(self) -> None:
-        cpu, wall = time.thread_time(), time.perf_counter()
-        busy = (cpu - self._cpu) / max(wall - self._wall, 1e-3)
-        self._cpu, self._wall = cpu, wall
-        for view in self.every_tick:
-            view.refresh()
-        if not self.training:
-            drew = False
-            for view in self.views:
-                drew = view.refresh() or drew
-            self.frames += drew
-            return
-        count = len(self.views)
-        for k in range(count):
-            if self.views[(self._next + k) % count].refresh():
-                self._next = (self._next + k + 1) % count
-                self.frames += 1
-                break
-        self.timer.setInterval(next_interval(self.timer.interval(), busy, self.fastest_ms, MAX_INTERVAL_MS))
+        drew = False
+        for view in self.views:
+            drew = view.refresh() or drew
+        if drew:
+            self.frames += 1
