@@ -14,9 +14,10 @@ computed, refines q_b for the next visit without a decoder pass of its own:
 (Posterior-linearisation filters also add the regression's residual covariance to S; here H' is the
 Gauss-Newton precision with J averaged over q.) For linear g, J is the true Jacobian whatever q is, so H'
 is the exact posterior precision, and once q is the posterior c' is its mean exactly. c' is a convex
-combination of the nodes, so it cannot run away. A point's
-first visit, and a visit where one of the shared candidate starts beats c from outside q (more than
-OTHER_MODE_RADIUS from c in q's metric), takes a Laplace fit instead (`laplace.laplace`: Gauss-Newton to
+combination of the nodes, so it cannot run away.
+
+A point's first visit, and a visit where one of the shared candidate starts beats c from outside q (more
+than OTHER_MODE_RADIUS from c in q's metric), takes a Laplace fit instead (`laplace.laplace`: Gauss-Newton to
 the mode, H there), so that a point can move to a higher mode as theta changes; a better candidate inside
 q is the same mode seen from its side (the posterior mean need not be the highest point). The candidates
 are tried for the whole batch every RESTART_EVERY steps: about every RESTART_EVERY visits of a point, in
