@@ -317,16 +317,16 @@ def adaptive_nodes(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig,
     u, logw = adaptive_rule(model.m, nodes)  # (G, m), (G,)
     centre, chol = located if located is not None else locate(model, x)  # (1, m), (1, m, m)
     for _ in range(REFINEMENTS):
-        z, mean, terms = adaptive_terms(model, x, centre, chol, u, logw)
-        centre, chol = refined_gaussian(z, mean, terms, chol, u, logw, model.sigma())
+        _, mean, _ = adaptive_terms(model, x, centre, chol, u, logw)
+        centre, chol = refined_gaussian(x, centre, chol, mean, u, logw, model.sigma())
     z, _, terms = adaptive_terms(model, x, centre, chol, u, logw)  # (1, G, m), (1, G): the training code's summands
     estimate = float(torch.logsumexp(terms[0], 0))
     return NodeRule(estimator=est.name, estimate=estimate, estimate_name="log p(x)", nodes=z[0].numpy(),
                     weights=torch.softmax(terms[0], 0).numpy(), density=np.zeros(0),
                     rule=rule_name(model.m, nodes, len(u), adaptive=True), adaptive=True,
                     centre=centre[0].numpy(), chol=chol[0].numpy(),
-                    note=f"the rule's {rule_name(model.m, nodes, len(u), adaptive=True)} on the posterior mean, "
-                         "scaled by the linearised precision, area ∝ weight")
+                    note=f"the rule's {rule_name(model.m, nodes, len(u), adaptive=True)} on the linearised posterior, "
+                         "area ∝ weight")
 
 
 @torch.no_grad()

@@ -1,6 +1,7 @@
 """Adaptive Gauss-Hermite's rule and per-point Gaussians (engine/likelihood/adaptive.py): the 12-point rule's
 moments, the refinement's exactness for linear g, its fixed point against dense quadrature for a curved g,
-and the training state's first visits, mode search and NaN guard."""
+a sharp posterior reached from a far start, and the training state's first visits, mode search and NaN
+guard."""
 
 from __future__ import annotations
 
@@ -89,38 +90,62 @@ def test_refinement_is_exact_for_linear_g_from_a_wrong_start(n: int, m: int, nod
     centre = torch.as_tensor(post_mean + 0.7, dtype=F64)  # off by 0.7, too wide and sheared
     start = 3.0 * torch.eye(m, dtype=F64) + torch.tril(torch.ones(m, m, dtype=F64), -1)  # not symmetric: L^-1 != L^-T
     chol = start.expand(5, m, m).clone()
-    z, mean, terms = adaptive_terms(model, x, centre, chol, u, lw)
-    centre, chol = refined_gaussian(z, mean, terms, chol, u, lw, model.sigma())
-    # the linearisation of a linear g is g itself: the posterior's covariance after one refinement
+    _, mean, _ = adaptive_terms(model, x, centre, chol, u, lw)
+    centre, chol = refined_gaussian(x, centre, chol, mean, u, lw, model.sigma())
+    # the linearisation of a linear g is g itself: one refinement gives the posterior from any start
     np.testing.assert_allclose((chol @ chol.transpose(1, 2)).numpy(), np.broadcast_to(post_cov, (5, m, m)), atol=1e-12)
-    for _ in range(30):
-        z, mean, terms = adaptive_terms(model, x, centre, chol, u, lw)
-        centre, chol = refined_gaussian(z, mean, terms, chol, u, lw, model.sigma())
-    np.testing.assert_allclose(centre.numpy(), post_mean, atol=1e-9)
+    np.testing.assert_allclose(centre.numpy(), post_mean, atol=1e-10)
+    for _ in range(3):  # ... and it is a fixed point
+        _, mean, _ = adaptive_terms(model, x, centre, chol, u, lw)
+        centre, chol = refined_gaussian(x, centre, chol, mean, u, lw, model.sigma())
+    np.testing.assert_allclose(centre.numpy(), post_mean, atol=1e-10)
     # ... where the rule gives the exact log p(x) = log N(x; b, A A^T + s^2 I)
     cov = A @ A.T + sigma**2 * np.eye(n)
     d = x.numpy() - b
     exact = -0.5 * (np.einsum("bi,ij,bj->b", d, np.linalg.inv(cov), d) + np.linalg.slogdet(cov)[1]
                     + n * math.log(2 * math.pi))
-    z, mean, terms = adaptive_terms(model, x, centre, chol, u, lw)
+    _, _, terms = adaptive_terms(model, x, centre, chol, u, lw)
     np.testing.assert_allclose(torch.logsumexp(terms, -1).numpy(), exact, atol=1e-10)
 
 
-def test_refinement_fixed_point_is_the_posterior_mean_of_a_skewed_posterior() -> None:
+def test_refinement_converges_on_a_skewed_posterior_where_the_rule_is_exact() -> None:
     model = Cubic(0.3)
     x = torch.tensor([[1.7], [-0.4], [3.0]], dtype=F64)
     zd = torch.linspace(-8.0, 8.0, 40001, dtype=F64).unsqueeze(-1)  # dense reference: a Riemann sum
     lj = log_joint(model, x, zd.unsqueeze(0).expand(3, -1, -1)) + math.log(16.0 / 40000)  # (3, G)
-    exact_mean = (torch.softmax(lj, -1) @ zd)[:, 0]
+    post = torch.softmax(lj, -1)
+    exact_mean = (post @ zd)[:, 0]
+    exact_sd = (post @ zd**2 - exact_mean.unsqueeze(-1) ** 2)[:, 0].sqrt()
+    mode = zd[lj.argmax(-1), 0]
     exact_logpx = torch.logsumexp(lj, -1)
     u, lw = adaptive_rule(1, 16)
     centre, chol = torch.zeros(3, 1, dtype=F64), torch.ones(3, 1, 1, dtype=F64)
     for _ in range(40):
-        z, mean, terms = adaptive_terms(model, x, centre, chol, u, lw)
-        centre, chol = refined_gaussian(z, mean, terms, chol, u, lw, model.sigma())
-    np.testing.assert_allclose(centre[:, 0].numpy(), exact_mean.numpy(), atol=1e-6)
-    z, mean, terms = adaptive_terms(model, x, centre, chol, u, lw)
-    np.testing.assert_allclose(torch.logsumexp(terms, -1).numpy(), exact_logpx.numpy(), atol=1e-6)
+        _, mean, _ = adaptive_terms(model, x, centre, chol, u, lw)
+        before = centre
+        centre, chol = refined_gaussian(x, centre, chol, mean, u, lw, model.sigma())
+    np.testing.assert_allclose(centre.numpy(), before.numpy(), atol=1e-10)  # a fixed point
+    # the linearised posterior sits on the posterior: its centre between mode and mean, its width the posterior's
+    c = centre[:, 0]
+    assert bool(((c - mode) * (c - exact_mean) <= 1e-3).all()), (c, mode, exact_mean)
+    np.testing.assert_allclose(chol[:, 0, 0].numpy(), exact_sd.numpy(), rtol=0.15)
+    _, _, terms = adaptive_terms(model, x, centre, chol, u, lw)
+    np.testing.assert_allclose(torch.logsumexp(terms, -1).numpy(), exact_logpx.numpy(), atol=1e-5)  # 16 nodes
+
+
+def test_refinement_reaches_a_sharp_posterior_from_a_wide_start() -> None:
+    # sigma = 0.05: the posterior's sd is about 0.05 / |g'|, twenty times narrower than the prior start
+    model = Cubic(0.05)
+    x = torch.tensor([[1.7], [-0.4], [3.0]], dtype=F64)
+    zd = torch.linspace(-4.0, 4.0, 80001, dtype=F64).unsqueeze(-1)
+    lj = log_joint(model, x, zd.unsqueeze(0).expand(3, -1, -1)) + math.log(8.0 / 80000)
+    u, lw = adaptive_rule(1, 8)
+    centre, chol = torch.full((3, 1), -1.0, dtype=F64), torch.ones(3, 1, 1, dtype=F64)
+    for _ in range(15):
+        _, mean, _ = adaptive_terms(model, x, centre, chol, u, lw)
+        centre, chol = refined_gaussian(x, centre, chol, mean, u, lw, model.sigma())
+    _, _, terms = adaptive_terms(model, x, centre, chol, u, lw)
+    np.testing.assert_allclose(torch.logsumexp(terms, -1).numpy(), torch.logsumexp(lj, -1).numpy(), atol=1e-5)
 
 
 def test_first_visit_is_a_laplace_fit_then_the_stored_gaussian_is_used() -> None:
@@ -217,8 +242,8 @@ def test_a_batch_of_first_and_later_visits_and_the_estimator_stores_the_refineme
     np.testing.assert_array_equal(chol[:2].numpy(), stored[1][2:4].numpy())
     est.objective(x[mixed], mixed, 1)
     # what the objective stored is the refinement of the nodes it evaluated, for every row
-    z, mean, terms = adaptive_terms(dec, x[mixed], centre, chol, est.u, est.logw)
-    want_c, want_l = refined_gaussian(z, mean, terms, chol, est.u, est.logw, dec.sigma())
+    _, mean, _ = adaptive_terms(dec, x[mixed], centre, chol, est.u, est.logw)
+    want_c, want_l = refined_gaussian(x[mixed], centre, chol, mean, est.u, est.logw, dec.sigma())
     np.testing.assert_allclose(est.grids.centres[mixed].numpy(), want_c.detach().numpy(), atol=1e-12)
     np.testing.assert_allclose(est.grids.chols[mixed].numpy(), want_l.detach().numpy(), atol=1e-12)
     assert bool(est.grids.seen[:6].all()) and not bool(est.grids.seen[6:].any())

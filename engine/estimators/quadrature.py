@@ -5,8 +5,8 @@ mle-quadrature: log p(x) ≈ logsumexp_g [log w_g + log p_theta(x | u_g)] on a f
 posterior replaced by its quadrature weights. Biased when the grid does not resolve p(z | x).
 
 mle-adaptive: the rule is moved to a Gaussian per point, N(c, L L^T), that follows its posterior: each
-visit refines it from the visit's own nodes for the next (the posterior mean by the same quadrature, the
-precision of the statistical linearisation of g; `engine.likelihood.adaptive`), so narrow posteriors are
+visit refines it from the visit's own nodes for the next (the posterior of g's statistical linearisation
+under the visit's Gaussian; `engine.likelihood.adaptive`), so narrow posteriors are
 resolved at the cost of the rule's nodes alone. Its gradient is Fisher's identity with the posterior
 replaced by the nodes' weights softmax_g(t_g).
 """
@@ -71,12 +71,13 @@ class AdaptiveGaussHermiteMLE(Estimator):
 
     def objective(self, x: Tensor, idx: Tensor, step: int) -> Objective:
         centre, chol = self.grids.locate(self.decoder, x, idx, step % RESTART_EVERY == 0)  # (B, m), (B, m, m)
-        z, mean, terms = adaptive_terms(self.decoder, x, centre, chol, self.u, self.logw)  # (B,G,m) (B,G,n) (B,G)
-        self.grids.store(idx, *refined_gaussian(z.detach(), mean.detach(), terms.detach(), chol, self.u, self.logw,
+        _, mean, terms = adaptive_terms(self.decoder, x, centre, chol, self.u, self.logw)  # (B, G, n), (B, G)
+        self.grids.store(idx, *refined_gaussian(x, centre, chol, mean.detach(), self.u, self.logw,
                                                 self.decoder.sigma().detach()))
         value = torch.logsumexp(terms, dim=-1).mean()
         return Objective(value, float(value.detach()))
 
     def inferred_latents(self, x: Tensor) -> Tensor:
-        """The stored centres (posterior means) of the first rows (the live plot shows training points)."""
+        """The stored centres (linearised posterior means) of the first rows (the live plot shows training
+        points)."""
         return self.grids.stored_centres(x.shape[0]).to(x.dtype)

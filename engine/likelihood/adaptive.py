@@ -1,27 +1,33 @@
 """The per-point Gaussians on which adaptive Gauss-Hermite places its rule, refined from the rule's own nodes.
 
 Each training point b keeps q_b = N(c_b, L_b L_b^T); a visit integrates on z_g = c_b + L_b u_g
-(`quadrature.adaptive_terms`) and, from the decoder outputs g_g = g(z_g) and summands t_g it has already
-computed, refines q_b for the next visit without a decoder pass of its own:
+(`quadrature.adaptive_terms`) and, from the decoder outputs g_g = g(z_g) it has already computed, refines q_b
+for the next visit without a decoder pass of its own, by posterior linearisation (Garcia-Fernandez et al.
+2015): replace g by its statistical linear regression under q,
 
-    centre  c' = sum_g pi_g z_g,   pi = softmax_g t_g     the posterior mean by the same quadrature
-                                                          (Naylor & Smith 1982);
-    scale   H' = J^T S^-1 J + I,   J = sum_g w_g g_g u_g^T L^-1
-                                                          J = Cov_q(g, z) Cov_q(z)^-1, the statistical linear
-                                                          regression of g on z under q (posterior linearisation);
-            L' = chol(H'^-1).
+    g(z) ~ gbar + J (z - c),   gbar = sum_g w_g g_g,   J = sum_g w_g g_g u_g^T L^-1
+                                                       (J = Cov_q(g, z) Cov_q(z)^-1),
+
+and take the posterior of that linear-Gaussian model:
+
+    H' = J^T S^-1 J + I,                       L' = chol(H'^-1),
+    c' = c + H'^-1 (J^T S^-1 (x - gbar) - c)   a Gauss-Newton step with J averaged over q.
 
 (Posterior-linearisation filters also add the regression's residual covariance to S; here H' is the
-Gauss-Newton precision with J averaged over q.) For linear g, J is the true Jacobian whatever q is, so H'
-is the exact posterior precision, and once q is the posterior c' is its mean exactly. c' is a convex
-combination of the nodes, so it cannot run away.
+Gauss-Newton precision.) For linear g, J is the true Jacobian whatever q is, so one refinement gives the
+exact posterior from any start. For a narrow q it is a Gauss-Newton step towards the mode.
+
+The regression has a blind spot: a q much wider than the posterior averages the slope of a saturating g
+over regions the posterior never visits, so J^T S^-1 J + I stays small, a fixed point at the wrong width
+(as Gauss-Newton's precision is wrong at a mode where g is flat). The mode search below repairs a q that
+sits away from the posterior's mass; one that is only too wide keeps it.
 
 A point's first visit, and a visit where one of the shared candidate starts beats c from outside q (more
-than OTHER_MODE_RADIUS from c in q's metric), takes a Laplace fit instead (`laplace.laplace`: Gauss-Newton to
-the mode, H there), so that a point can move to a higher mode as theta changes; a better candidate inside
-q is the same mode seen from its side (the posterior mean need not be the highest point). The candidates
-are tried for the whole batch every RESTART_EVERY steps: about every RESTART_EVERY visits of a point, in
-one batched pass instead of a small one every step.
+than OTHER_MODE_RADIUS from c in q's metric), takes a Laplace fit (`laplace.laplace`: Gauss-Newton to the
+mode, H there), so that a point can move to a higher mode as theta changes; a better candidate inside q is
+the same mode seen from its side (c need not be the highest point). The candidates are tried for the whole
+batch every RESTART_EVERY steps: about every RESTART_EVERY visits of a point, in one batched pass instead
+of a small one every step.
 """
 
 from __future__ import annotations
@@ -42,16 +48,19 @@ from .laplace import (
 OTHER_MODE_RADIUS = 3.0  # a better candidate start this far from c (in q's standard deviations) is another mode
 
 
-def refined_gaussian(z: Tensor, mean: Tensor, terms: Tensor, chol: Tensor, u: Tensor, logw: Tensor,
+def refined_gaussian(x: Tensor, centre: Tensor, chol: Tensor, mean: Tensor, u: Tensor, logw: Tensor,
                      sigma: Tensor) -> tuple[Tensor, Tensor]:
-    """The next visit's centre c' and Cholesky factor L' (module docstring) from a visit's nodes z (B, G, m),
-    decoder outputs g(z) (B, G, n), summands t (B, G), factor L (B, m, m) and the rule u (G, m), log w (G,):
-    returns (B, m), (B, m, m)."""
-    centre = torch.einsum("bg,bgi->bi", torch.softmax(terms, -1), z)  # (B, m)
-    moment = torch.einsum("g,bgn,gj->bnj", logw.exp(), mean, u)  # (B, n, m) = E_q[g(z) u^T]
+    """The next visit's centre c' and Cholesky factor L' (module docstring) from a visit's points x (B, n),
+    its q = N(c (B, m), L L^T (B, m, m)), the decoder outputs g(z_g) (B, G, n) and the rule u (G, m),
+    log w (G,): returns (B, m), (B, m, m)."""
+    w = logw.exp()
+    gbar = torch.einsum("g,bgn->bn", w, mean)  # (B, n) = E_q g(z)
+    moment = torch.einsum("g,bgn,gj->bnj", w, mean, u)  # (B, n, m) = E_q[g(z) u^T]
     J = torch.linalg.solve_triangular(chol, moment, upper=False, left=False)  # (B, n, m): J L = E[g u^T]
     s = sigma.expand(mean.shape[-1]) if sigma.dim() == 0 else sigma
-    return centre, covariance_cholesky(gauss_newton_precision(J, s))
+    L = covariance_cholesky(gauss_newton_precision(J, s))  # (B, m, m)
+    grad = torch.einsum("bnm,bn->bm", J, (x - gbar) / s**2) - centre  # (B, m)
+    return centre + torch.einsum("bij,bkj,bk->bi", L, L, grad), L  # c + H'^-1 grad
 
 
 class WarmGrids(torch.nn.Module):
