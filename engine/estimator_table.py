@@ -26,7 +26,7 @@ TABLE: tuple[EstimatorInfo, ...] = (
     EstimatorInfo("mle-adaptive", "mle", "direct MLE, adaptive Gauss-Hermite", "log p(x)",
                   "log Σ_g w_g p(x, μ+Lu_g)/N(u_g), rule on each posterior",
                   "exact for Gaussian posteriors, misses other modes; cost the rule's nodes (nodes^m; 12 for m = 2)",
-                  frozenset({"nodes"}), "posterior means"),
+                  frozenset({"nodes"}), "linearised posterior means"),
     EstimatorInfo("mle-importance", "mle", "direct MLE, importance sampling", "log p(x)",
                   "log (1/K) Σ_k p(x, z_k)/q(z_k|x)",
                   "lower bound in expectation, bias ~ Var(w)/2K; cost K decoder passes",
