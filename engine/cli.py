@@ -352,7 +352,7 @@ def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, writer: UnitWr
         nodes = resolved_nodes(est, m)
         rule = ""
         if est.name == "mle-adaptive" and (m, nodes) in COMPACT_RULES:
-            rule = f" (a rule of {rule_name(m, nodes, len(COMPACT_RULES[m, nodes]()[0]), adaptive=True)})"
+            rule = f" (a rule of {rule_name(m, nodes, adaptive=True)})"
         print(f"{est.name}: {nodes} Gauss-Hermite nodes per dimension{rule}, the default for m = {m} "
               "(--nodes sets them)", file=sys.stderr)
     bar = _Progress(cfg.training.steps, cfg.training.time_limit, cfg.estimator.name, quiet)

@@ -304,7 +304,7 @@ def quadrature_nodes(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig
     weights = torch.softmax(grid_terms(x, model.mean(u), model.sigma(), logw)[0][0], -1)  # (G,)
     return NodeRule(estimator=est.name, estimate=estimate, estimate_name="log p(x)", nodes=u.numpy(),
                     weights=weights.numpy(), density=np.zeros(0),
-                    rule=rule_name(model.m, nodes, len(u), adaptive=False), adaptive=False,
+                    rule=rule_name(model.m, nodes, adaptive=False), adaptive=False,
                     note=f"the {nodes}^{model.m} fixed Gauss-Hermite nodes of the prior, area ∝ posterior weight")
 
 
@@ -323,9 +323,9 @@ def adaptive_nodes(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig,
     estimate = float(torch.logsumexp(terms[0], 0))
     return NodeRule(estimator=est.name, estimate=estimate, estimate_name="log p(x)", nodes=z[0].numpy(),
                     weights=torch.softmax(terms[0], 0).numpy(), density=np.zeros(0),
-                    rule=rule_name(model.m, nodes, len(u), adaptive=True), adaptive=True,
+                    rule=rule_name(model.m, nodes, adaptive=True), adaptive=True,
                     centre=centre[0].numpy(), chol=chol[0].numpy(),
-                    note=f"the rule's {rule_name(model.m, nodes, len(u), adaptive=True)} on the linearised posterior, "
+                    note=f"the rule's {rule_name(model.m, nodes, adaptive=True)} on the linearised posterior, "
                          "area ∝ weight")
 
 

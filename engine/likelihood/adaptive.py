@@ -38,11 +38,11 @@ from torch import Tensor
 from ..model import LatentGaussianModel, log_joint
 from .laplace import (
     FIRST_VISIT_STEPS,
-    SEARCH_ROWS,
     candidate_starts,
     covariance_cholesky,
     gauss_newton_precision,
     laplace,
+    search_chunks,
 )
 
 OTHER_MODE_RADIUS = 3.0  # a better candidate start this far from c (in q's standard deviations) is another mode
@@ -82,7 +82,7 @@ class WarmGrids(torch.nn.Module):
         if search and not bool(fresh.all()):
             rows = (~fresh).nonzero().squeeze(1)
             cands = self.candidates.to(x.dtype)
-            for part in rows.split(max(1, SEARCH_ROWS // len(cands))):  # at most SEARCH_ROWS decoder rows a pass
+            for part in search_chunks(rows, cands):
                 best, which = log_joint(model, x[part], cands.unsqueeze(0).expand(len(part), -1, -1)).max(-1)
                 here = log_joint(model, x[part], centre[part].unsqueeze(1)).squeeze(1)
                 offset = torch.linalg.solve_triangular(chol[part], (cands[which] - centre[part]).unsqueeze(-1),

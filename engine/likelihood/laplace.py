@@ -115,6 +115,12 @@ def laplace(model: LatentGaussianModel, x: Tensor, z0: Tensor, candidates: Tenso
     return mode, covariance_cholesky(H)
 
 
+def search_chunks(rows: Tensor, candidates: Tensor) -> tuple[Tensor, ...]:
+    """`rows` in parts whose search (each row's candidates and its stored start) is at most SEARCH_ROWS
+    decoder rows."""
+    return rows.split(max(1, SEARCH_ROWS // (len(candidates) + 1)))
+
+
 def candidate_starts(m: int) -> Tensor:
     """Shared starts of the global search: a Gauss-Hermite grid (16 nodes for m = 1, 7^2 for m = 2), else
     128 seeded prior draws: (C, m)."""
@@ -146,7 +152,7 @@ class WarmLaplace(torch.nn.Module):
         z = self.modes[idx].to(x.dtype)
         first = ~self.seen[idx]
         rows = torch.arange(len(idx), device=idx.device) if search else first.nonzero().squeeze(1)
-        for part in rows.split(max(1, SEARCH_ROWS // (len(self.candidates) + 1))):
+        for part in search_chunks(rows, self.candidates):
             z[part] = best_start(model, x[part], z[part], self.candidates.to(x.dtype))
         rows = first.nonzero().squeeze(1)
         if rows.numel():

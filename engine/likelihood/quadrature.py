@@ -94,8 +94,9 @@ def adaptive_rule(m: int, nodes: int, device=None, dtype=torch.float64) -> tuple
     return hermite_grid(m, nodes, device, dtype)
 
 
-def rule_name(m: int, nodes: int, points: int, adaptive: bool) -> str:
+def rule_name(m: int, nodes: int, adaptive: bool) -> str:
     """How many nodes a run's rule has: "16 nodes", "4 nodes per axis (16)", "12 nodes of degree 7"."""
+    points = len((adaptive_rule if adaptive else hermite_grid)(m, nodes)[0])
     if adaptive and (m, nodes) in COMPACT_RULES:
         return f"{points} nodes of degree {2 * nodes - 1}"
     return f"{nodes} nodes per axis ({points})" if m > 1 else f"{points} nodes"
@@ -156,21 +157,11 @@ def log_marginal_dense(model: LatentGaussianModel, x: Tensor, u: Tensor, logw: T
 def adaptive_terms(model: LatentGaussianModel, x: Tensor, centre: Tensor, chol: Tensor, u: Tensor,
                    logw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The nodes z_g = mu + L u_g, the decoder's g(z_g) and the summands
-    t_g = log w_g + log p(x, z_g) - log N(u_g; 0, I) + log |det L| of adaptive Gauss-Hermite:
-    x (B, n), centre (B, m), chol (B, m, m), u (G, m) -> (B, G, m), (B, G, n), (B, G)."""
+    t_g = log w_g + log p(x, z_g) - log N(u_g; 0, I) + log |det L| of adaptive Gauss-Hermite, whose estimate
+    is log p(x) ~ logsumexp_g t_g: x (B, n), centre (B, m), chol (B, m, m), u (G, m) -> (B, G, m), (B, G, n),
+    (B, G). Centre and chol are constants to the gradient (the exact integral does not depend on them)."""
     z = centre.unsqueeze(1) + torch.einsum("bij,gj->bgi", chol, u)  # (B, G, m)
     mean = model.mean(z)  # (B, G, n)
     log_det = torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1, keepdim=True)  # (B, 1)
     t = logw + log_likelihood(x.unsqueeze(-2), mean, model.sigma()) + log_prior(z) - log_prior(u) + log_det
     return z, mean, t
-
-
-def log_marginal_adaptive(model: LatentGaussianModel, x: Tensor, centre: Tensor, chol: Tensor,
-                          u: Tensor, logw: Tensor) -> Tensor:
-    """Adaptive Gauss-Hermite estimate of log p(x_b) = logsumexp_g t_g (`adaptive_terms`).
-
-    x (B, n); centre (B, m) and chol (B, m, m) the Cholesky factor of the rule's covariance, treated as
-    constants (the exact integral does not depend on them, so neither does its gradient); u (G, m).
-    Returns (B,).
-    """
-    return torch.logsumexp(adaptive_terms(model, x, centre, chol, u, logw)[2], dim=-1)
