@@ -6,9 +6,9 @@ posterior replaced by its quadrature weights. Biased when the grid does not reso
 
 mle-adaptive: the rule is moved to a Gaussian per point, N(c, L L^T), that follows its posterior: each
 visit refines it from the visit's own nodes for the next (the posterior of g's statistical linearisation
-under the visit's Gaussian; `engine.likelihood.adaptive`), so narrow posteriors are
-resolved at the cost of the rule's nodes alone. Its gradient is Fisher's identity with the posterior
-replaced by the nodes' weights softmax_g(t_g).
+under the visit's Gaussian; `engine.likelihood.adaptive`), so narrow posteriors are resolved at the cost
+of the rule's nodes alone. Its gradient is Fisher's identity with the posterior replaced by the nodes'
+weights softmax_g(t_g).
 """
 
 from __future__ import annotations
