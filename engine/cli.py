@@ -30,7 +30,7 @@ from .config import (
 )
 from .estimator_table import ESTIMATORS, GRID_ESTIMATORS
 from .evaluate import ScoringStopped, heldout_loglik, sigma_report
-from .likelihood.quadrature import COMPACT_RULES, rule_name
+from .likelihood.rules import compact_rule_points, rule_name
 from .memory import require
 from .metrics import COMPARE_COLUMNS
 from .outputs import OutputError, UnitWriter
@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--batch-size", type=int, help="minibatch size")
         f.add_argument("--lr", type=float, help="Adam learning rate")
         f.add_argument("--nodes", type=int, help="Gauss-Hermite nodes per latent dimension (default: by m, "
-                       "the most whose grid fits: mle-adaptive 16, 4, 2 for m = 1, 2, >= 3; mle-quadrature "
-                       "200, 16, 6)")
+                       "the most whose rule fits: mle-adaptive 16, 4, 3 for m = 1, 2, >= 3, degree 5 at least; "
+                       "mle-quadrature 200, 16, 6)")
         f.add_argument("--samples", type=int, help="K: importance samples (mle-importance, iwae)")
         f.add_argument("--sigma-min", type=float, help="sigma floor (0: none; default 1e-3 x data scale)")
         f.add_argument("--preprocess", choices=PREPROCESS, help="fit on centred or standardised columns; "
@@ -351,7 +351,7 @@ def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, writer: UnitWr
     if est.name in GRID_ESTIMATORS and est.nodes is None and not quiet:
         nodes = resolved_nodes(est, m)
         rule = ""
-        if est.name == "mle-adaptive" and (m, nodes) in COMPACT_RULES:
+        if est.name == "mle-adaptive" and compact_rule_points(m, nodes) is not None:
             rule = f" (a rule of {rule_name(m, nodes, adaptive=True)})"
         print(f"{est.name}: {nodes} Gauss-Hermite nodes per dimension{rule}, the default for m = {m} "
               "(--nodes sets them)", file=sys.stderr)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .estimator_table import ESTIMATORS, GRID_ESTIMATORS
+from .likelihood.rules import rule_points
 
 MIXINGS = ("linear", "polynomial", "sigmoid", "mlp")
 SIGMOID_KINDS = ("logistic", "tanh")
@@ -279,21 +280,27 @@ def section_from_dict(cls: type, d: Any, prefix: str, validate: bool = True) -> 
     return obj
 
 
-# Grid points per training point that a default node count may use: nodes^m of them go through the
-# decoder for every point of a batch (mle-adaptive; for m = 2 and 4 nodes a 12-point rule of the same
-# degree, likelihood.quadrature.COMPACT_RULES), or once per batch (mle-quadrature's fixed grid).
+# Grid points per training point that a default node count may use: the adaptive rule's points go through
+# the decoder for every point of a batch (mle-adaptive), or the tensor grid once per batch (mle-quadrature).
 ADAPTIVE_GRID_BUDGET = 16
 FIXED_GRID_BUDGET = 256
 MAX_GRID_POINTS = 20_000
+# mle-adaptive's rule has degree at least 5 by default: the 2^m grid (degree 3) lets the fit fold (docs/math.md).
+ADAPTIVE_MIN_NODES = 3
 
 
 def default_nodes(name: str, m: int) -> int:
-    """Gauss-Hermite nodes per dimension taken when `nodes` is None: the most whose tensor grid fits the
-    budget, between 2 and 20 (mle-adaptive: 16 points per datum, e.g. 16 for m = 1, 4 for m = 2, 2 for
-    m = 3 and 4) or 200 (mle-quadrature: 256 points per batch, e.g. 200 for m = 1, 16 for m = 2, 6 for m = 3)."""
-    budget, cap = (FIXED_GRID_BUDGET, 200) if name == "mle-quadrature" else (ADAPTIVE_GRID_BUDGET, 20)
-    nodes = 2
-    while nodes < cap and (nodes + 1) ** m <= budget:
+    """Gauss-Hermite nodes per dimension taken when `nodes` is None. mle-quadrature: the most, up to 200,
+    whose tensor grid has at most 256 points a batch (200 for m = 1, 16 for m = 2, 6 for m = 3).
+    mle-adaptive: the most, up to 20, whose rule (`likelihood.quadrature.adaptive_rule`, a compact rule of the
+    grid's degree where there is one) has at most 16 points a datum, and at least 3 (16 for m = 1; 4 for
+    m = 2, the 12-point rule of degree 7; 3 for m >= 3, the degree-5 rule of 15 points for m = 3, 25 for
+    m = 4, 2m + 2^m + 1 in general)."""
+    if name == "mle-quadrature":
+        budget, cap, nodes, adaptive = FIXED_GRID_BUDGET, 200, 2, False
+    else:
+        budget, cap, nodes, adaptive = ADAPTIVE_GRID_BUDGET, 20, ADAPTIVE_MIN_NODES, True
+    while nodes < cap and rule_points(m, nodes + 1, adaptive) <= budget:
         nodes += 1
     return nodes
 
@@ -312,8 +319,9 @@ def validate_estimator_for_latent_dim(est: EstimatorConfig, m: int) -> None:
                           "use mle-adaptive, mle-importance or mle-mcem")
     if est.name in GRID_ESTIMATORS:
         nodes = resolved_nodes(est, m)
-        if nodes**m > MAX_GRID_POINTS:
+        points = rule_points(m, nodes, adaptive=est.name == "mle-adaptive")
+        if points > MAX_GRID_POINTS:
             fix = "lower the nodes" if est.nodes is not None and est.nodes > 2 else "use mle-importance"
             raise ConfigError("estimator.nodes", est.nodes,
-                              f"nodes^m = {nodes}^{m} = {nodes**m} grid points; expected at most "
+                              f"{nodes} nodes for m = {m} make a rule of {points} points; expected at most "
                               f"{MAX_GRID_POINTS} ({fix})")

@@ -25,7 +25,7 @@ TABLE: tuple[EstimatorInfo, ...] = (
                   frozenset({"nodes"}), "posterior means"),
     EstimatorInfo("mle-adaptive", "mle", "direct MLE, adaptive Gauss-Hermite", "log p(x)",
                   "log Σ_g w_g p(x, μ+Lu_g)/N(u_g), rule on each posterior",
-                  "exact for Gaussian posteriors, misses other modes; cost the rule's nodes (nodes^m; 12 for m = 2)",
+                  "exact for Gaussian posteriors, misses other modes; cost the rule's points (nodes^m or fewer)",
                   frozenset({"nodes"}), "linearised posterior means"),
     EstimatorInfo("mle-importance", "mle", "direct MLE, importance sampling", "log p(x)",
                   "log (1/K) Σ_k p(x, z_k)/q(z_k|x)",

@@ -54,8 +54,8 @@ from .likelihood.quadrature import (
     grid_terms,
     hermite_grid,
     log_marginal_dense,
-    rule_name,
 )
+from .likelihood.rules import rule_name
 from .model import LatentGaussianModel, log_joint, log_likelihood, log_prior
 from .networks import Encoder
 

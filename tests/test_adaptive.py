@@ -1,10 +1,11 @@
-"""Adaptive Gauss-Hermite's rule and per-point Gaussians (engine/likelihood/adaptive.py): the 12-point rule's
+"""Adaptive Gauss-Hermite's rules and per-point Gaussians (engine/likelihood/adaptive.py): the compact rules'
 moments, the refinement's exactness for linear g, its fixed point against dense quadrature for a curved g,
 a sharp posterior reached from a far start, and the training state's first visits, mode search and NaN
 guard."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -12,7 +13,8 @@ import pytest
 import torch
 
 from engine.likelihood.adaptive import OTHER_MODE_RADIUS, WarmGrids, refined_gaussian
-from engine.likelihood.quadrature import adaptive_rule, adaptive_terms, hermite_grid, symmetric_rule_2d_degree7
+from engine.likelihood.quadrature import adaptive_rule, adaptive_terms, hermite_grid
+from engine.likelihood.rules import rule_points, symmetric_rule_2d_degree7, symmetric_rule_degree5
 from engine.model import log_joint
 
 F64 = torch.float64
@@ -39,11 +41,35 @@ def test_symmetric_rule_is_exact_to_total_degree_7_and_not_8() -> None:
     assert float(lwt.exp() @ ut[:, 0] ** 6) == pytest.approx(15.0, rel=1e-12)
 
 
+@pytest.mark.parametrize("m", [3, 4, 5, 6, 7, 9])
+def test_degree5_rule_is_exact_to_total_degree_5_with_positive_weights(m: int) -> None:
+    u, lw = symmetric_rule_degree5(m)
+    w = np.exp(lw)
+    assert u.shape == (rule_points(m, 3, adaptive=True), m) and np.all(np.isfinite(lw))
+    assert len(u) == 2 * m + 2**m + (m < 6)  # the centre's weight is 0 from m = 6
+    for powers in itertools.product(range(7), repeat=3):  # symmetric in the axes: three of them suffice
+        degree = sum(powers)
+        if degree > 6:
+            continue
+        exact = 0 if any(p % 2 for p in powers) else math.prod(_double_factorial(p) for p in powers)
+        got = float(w @ np.prod(u[:, :3] ** np.array(powers), axis=1))
+        if degree <= 5:
+            assert got == pytest.approx(exact, abs=1e-12), powers
+        elif powers in ((6, 0, 0), (2, 2, 2)):
+            assert abs(got - exact) > 0.1, powers  # degree 6: not exact, so the degree is 5
+
+
 def test_adaptive_rule_uses_the_compact_rule_only_where_one_is_known() -> None:
     assert adaptive_rule(2, 4)[0].shape == (12, 2)
     assert adaptive_rule(2, 5)[0].shape == (25, 2)
     assert adaptive_rule(1, 4)[0].shape == (4, 1)
+    assert adaptive_rule(3, 3)[0].shape == (15, 3)
+    assert adaptive_rule(4, 3)[0].shape == (25, 4)
+    assert adaptive_rule(3, 2)[0].shape == (8, 3)
     assert adaptive_rule(3, 4)[0].shape == (64, 3)
+    for m, nodes in [(1, 4), (2, 4), (2, 5), (3, 3), (3, 4), (4, 3), (6, 3)]:
+        assert rule_points(m, nodes, adaptive=True) == len(adaptive_rule(m, nodes)[0])
+        assert rule_points(m, nodes, adaptive=False) == nodes**m
 
 
 class Linear(torch.nn.Module):

@@ -135,9 +135,9 @@ def test_threads_and_time_limit_flags_reach_the_config(tmp_path):
 
 
 def test_default_nodes_fit_the_grid_budget_for_every_m():
-    assert [default_nodes("mle-adaptive", m) for m in (1, 2, 3, 4, 8)] == [16, 4, 2, 2, 2]
+    assert [default_nodes("mle-adaptive", m) for m in (1, 2, 3, 4, 8)] == [16, 4, 3, 3, 3]  # degree >= 5
     assert [default_nodes("mle-quadrature", m) for m in (1, 2, 3)] == [200, 16, 6]
-    for m in range(1, 15):  # every m up to 14 is accepted with the default; its grid fits the cap
+    for m in range(1, 15):  # every m up to 14 is accepted with the default; its rule fits the cap
         RunConfig(decoder=DecoderConfig(m=m), estimator=EstimatorConfig(name="mle-adaptive")).validate()
     with pytest.raises(ConfigError, match="use mle-importance"):
         RunConfig(decoder=DecoderConfig(m=15), estimator=EstimatorConfig(name="mle-adaptive")).validate()
@@ -151,7 +151,7 @@ def test_mle_adaptive_fits_m4_with_its_defaults():
     result = trainer.train(cfg, simulate(sim))
     assert result.status == "done" and math.isfinite(result.history[-1]["objective"])
     est = build_estimator(cfg.estimator, result.decoder, 10, torch.Generator())
-    assert est.u.shape == (2**4, 4)  # 2 nodes per dimension: 16 grid points a datum
+    assert est.u.shape == (25, 4)  # 3 nodes: the degree-5 rule of 1 + 2m + 2^m points a datum
 
 
 SEARCH = 256 * (7**2 + 1) // 32  # the search among the 7^2 candidate starts every 32 steps, forward only
@@ -273,7 +273,8 @@ def test_fit_m4_with_the_default_nodes_from_the_command_line(tmp_path):
                         "--m", "4", "--hidden", "", "--steps", "3", "--time-limit", "60",
                         "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
-    assert "mle-adaptive: 2 Gauss-Hermite nodes per dimension, the default for m = 4" in p.stderr
+    assert ("mle-adaptive: 3 Gauss-Hermite nodes per dimension (a rule of 25 nodes of degree 5), the default "
+            "for m = 4") in p.stderr
     assert (out / "run.json").exists()
 
 

@@ -584,9 +584,9 @@ def test_empty_nodes_field_names_the_default_for_the_fitted_m(qtbot: Any, window
     cfg = RunConfig()
     cfg.decoder.m = 4
     w.apply_config(cfg)  # the fitted m of another config
-    assert nodes.line.text() == "" and nodes.line.placeholderText() == "auto: 2 for m = 4"
-    m.setValue(15)  # 2^15 grid points: the engine refuses, and the field says why
-    assert "got auto" in nodes.error and "grid points" in nodes.error and not w.start_action.isEnabled()
+    assert nodes.line.text() == "" and nodes.line.placeholderText() == "auto: 3 for m = 4"
+    m.setValue(15)  # the degree-5 rule's 2m + 2^m points: the engine refuses, and the field says why
+    assert "got auto" in nodes.error and "32798 points" in nodes.error and not w.start_action.isEnabled()
 
 
 def test_time_limited_run_shows_the_fraction_of_its_time(qtbot: Any, window: MainWindow) -> None:

@@ -1,5 +1,5 @@
 """The NumPy replacements of the two SciPy routines the engine used: the Gauss-Hermite rule
-(engine.likelihood.quadrature._hermite_rule_1d) and the assignment behind the MCC score
+(engine.likelihood.rules.hermite_rule_1d) and the assignment behind the MCC score
 (engine.latents.linear_sum_assignment)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import torch
 from numpy.polynomial.hermite_e import hermegauss
 
 from engine.latents import linear_sum_assignment, mean_corr_coef
-from engine.likelihood.quadrature import _hermite_rule_1d, hermite_grid
+from engine.likelihood.quadrature import hermite_grid
+from engine.likelihood.rules import hermite_rule_1d
 
 # ------------------------------------------------------------------------------------- Gauss-Hermite rule
 
@@ -30,7 +31,7 @@ def _golub_welsch(nodes: int) -> tuple[np.ndarray, np.ndarray]:
 def test_hermite_rule_matches_golub_welsch_and_hermegauss(nodes: int) -> None:
     """1..200 nodes (the configurable range): the nodes and weights of the Golub-Welsch rule that
     scipy.linalg.eigh_tridiagonal gave, and NumPy's hermegauss in log space, tails included."""
-    u, lw = _hermite_rule_1d(nodes)
+    u, lw = hermite_rule_1d(nodes)
     assert u.shape == lw.shape == (nodes,)  # no weight of a rule up to 200 nodes is below exp(-700)
     assert np.all(np.diff(u) > 0)
     np.testing.assert_array_equal(u, -u[::-1])
@@ -48,7 +49,7 @@ def test_hermite_rule_matches_golub_welsch_and_hermegauss(nodes: int) -> None:
 def test_hermite_rule_many_nodes_against_high_precision(nodes: int) -> None:
     """Beyond hermegauss's range (it overflows): log weights against a 50-digit Christoffel sum."""
     mp = pytest.importorskip("mpmath")
-    u, lw = _hermite_rule_1d(nodes)
+    u, lw = hermite_rule_1d(nodes)
     assert len(u) <= nodes and np.all(np.diff(u) > 0) and lw.min() > -700.0
     assert np.logaddexp.reduce(lw) == pytest.approx(0.0, abs=1e-12)
     u_ref, w_ref = _golub_welsch(nodes)
@@ -72,7 +73,7 @@ def test_hermite_rule_many_nodes_against_high_precision(nodes: int) -> None:
 
 @pytest.mark.parametrize("nodes", [1, 2, 3, 5, 8, 20, 60, 200])
 def test_hermite_rule_integrates_moments_exactly(nodes: int) -> None:
-    u, lw = _hermite_rule_1d(nodes)
+    u, lw = hermite_rule_1d(nodes)
     w = np.exp(lw)
     for k in range(min(2 * nodes - 1, 16) + 1):
         exact = 0.0 if k % 2 else float(math.prod(range(k - 1, 0, -2)))  # (k - 1)!! for even k
@@ -81,10 +82,10 @@ def test_hermite_rule_integrates_moments_exactly(nodes: int) -> None:
 
 
 def test_hermite_rule_small_closed_forms() -> None:
-    u, lw = _hermite_rule_1d(2)
+    u, lw = hermite_rule_1d(2)
     np.testing.assert_allclose(u, [-1.0, 1.0], atol=1e-15)
     np.testing.assert_allclose(np.exp(lw), [0.5, 0.5], atol=1e-15)
-    u, lw = _hermite_rule_1d(3)
+    u, lw = hermite_rule_1d(3)
     np.testing.assert_allclose(u, [-math.sqrt(3), 0.0, math.sqrt(3)], atol=1e-14)
     np.testing.assert_allclose(np.exp(lw), [1 / 6, 2 / 3, 1 / 6], atol=1e-15)
 

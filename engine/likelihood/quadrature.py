@@ -15,7 +15,6 @@ geometrically for smooth integrands. The evaluator therefore doubles a uniform g
 
 from __future__ import annotations
 
-import functools
 import itertools
 
 import numpy as np
@@ -23,83 +22,25 @@ import torch
 from torch import Tensor
 
 from ..model import LatentGaussianModel, log_likelihood, log_prior
-
-
-@functools.lru_cache(maxsize=32)
-def _hermite_rule_1d(nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilists' Gauss-Hermite rule for N(0, 1): nodes (ascending), log weights (sum w = 1).
-
-    Nodes: eigenvalues of the Jacobi matrix of He_k (Golub-Welsch). Weights: Christoffel's
-    w_i = 1 / sum_{k<n} p_k(u_i)^2 (p_k the orthonormal He_k), summed with a running scale, so that they
-    stay accurate in log space far into the tails and for any node count; Golub-Welsch's eigenvector
-    weights are accurate only to ~1e-16 absolute (wrong in log below about exp(-37)), and NumPy's
-    hermegauss overflows beyond a few hundred nodes. Nodes whose weight is below exp(-700) are dropped."""
-    if nodes == 1:
-        return np.zeros(1), np.zeros(1)
-    off = np.sqrt(np.arange(1, nodes, dtype=np.float64))
-    u = np.linalg.eigvalsh(np.diag(off, 1) + np.diag(off, -1))
-    u = 0.5 * (u - u[::-1])  # exactly symmetric
-    prev, p, s = np.zeros(nodes), np.ones(nodes), np.ones(nodes)
-    log_scale = np.zeros(nodes)
-    for k in range(nodes - 1):
-        prev, p = p, (u * p - np.sqrt(k) * prev) / np.sqrt(k + 1.0)
-        s += p * p
-        big = s > 1e200
-        if big.any():
-            p[big] *= 1e-100
-            prev[big] *= 1e-100
-            s[big] *= 1e-200
-            log_scale[big] += 200.0 * np.log(10.0)
-    logw = -(np.log(s) + log_scale)
-    logw -= np.logaddexp.reduce(logw)
-    keep = logw > -700.0
-    return u[keep], logw[keep]
+from .rules import compact_rule_points, hermite_rule_1d, symmetric_rule_2d_degree7, symmetric_rule_degree5
 
 
 def hermite_grid(m: int, nodes: int, device=None, dtype=torch.float64) -> tuple[Tensor, Tensor]:
     """Tensor-product rule for N(0, I_m): points u (G, m) and log weights (G,), G = nodes^m (minus
     nodes whose weight underflows)."""
-    u1, lw1 = _hermite_rule_1d(nodes)
+    u1, lw1 = hermite_rule_1d(nodes)
     u = np.array(list(itertools.product(u1, repeat=m)))  # (G, m)
     lw = np.array([sum(c) for c in itertools.product(lw1, repeat=m)])  # (G,)
     return (torch.as_tensor(u, device=device, dtype=dtype), torch.as_tensor(lw, device=device, dtype=dtype))
 
 
-def symmetric_rule_2d_degree7() -> tuple[np.ndarray, np.ndarray]:
-    """A 12-point fully symmetric rule of degree 7 for N(0, I_2): points u (12, 2), log weights (12,).
-
-    Orbits (+-a, 0), (0, +-a) with a^2 = 6 and weight 1/36, (+-b, +-b) with b^2 = (9 + 3 sqrt 5) / 4 and
-    weight (5 - 2 sqrt 5) / 45, (+-c, +-c) with c^2 = (9 - 3 sqrt 5) / 4 and weight (5 + 2 sqrt 5) / 45: the
-    solution of the moment equations E 1 = 1, E x^2 = 1, E x^4 = 3, E x^2 y^2 = 1, E x^6 = 15,
-    E x^4 y^2 = 3 (odd moments vanish by symmetry). Exact for every polynomial of total degree <= 7, as
-    the 4 x 4 tensor grid is, in 12 points instead of 16."""
-    r5 = np.sqrt(5.0)
-    a, b, c = np.sqrt(6.0), np.sqrt((9 + 3 * r5) / 4), np.sqrt((9 - 3 * r5) / 4)
-    u = np.array([[a, 0], [-a, 0], [0, a], [0, -a],
-                  [b, b], [b, -b], [-b, b], [-b, -b], [c, c], [c, -c], [-c, c], [-c, -c]])
-    w = np.array([1 / 36] * 4 + [(5 - 2 * r5) / 45] * 4 + [(5 + 2 * r5) / 45] * 4)
-    return u, np.log(w)
-
-
-COMPACT_RULES = {(2, 4): symmetric_rule_2d_degree7}  # (m, nodes) -> a rule of the tensor grid's degree in fewer points
-
-
 def adaptive_rule(m: int, nodes: int, device=None, dtype=torch.float64) -> tuple[Tensor, Tensor]:
-    """The rule mle-adaptive moves to each point: one of COMPACT_RULES where there is one for (m, nodes)
-    (degree 2 nodes - 1, as the tensor grid, in fewer points), else the `nodes`^m tensor grid.
-    Points u (G, m), log weights (G,)."""
-    if (m, nodes) in COMPACT_RULES:
-        u, lw = COMPACT_RULES[m, nodes]()
-        return torch.as_tensor(u, device=device, dtype=dtype), torch.as_tensor(lw, device=device, dtype=dtype)
-    return hermite_grid(m, nodes, device, dtype)
-
-
-def rule_name(m: int, nodes: int, adaptive: bool) -> str:
-    """How many nodes a run's rule has: "16 nodes", "4 nodes per axis (16)", "12 nodes of degree 7"."""
-    points = len((adaptive_rule if adaptive else hermite_grid)(m, nodes)[0])
-    if adaptive and (m, nodes) in COMPACT_RULES:
-        return f"{points} nodes of degree {2 * nodes - 1}"
-    return f"{nodes} nodes per axis ({points})" if m > 1 else f"{points} nodes"
+    """The rule mle-adaptive moves to each point: the compact rule of the tensor grid's degree where there is
+    one (`compact_rule_points`), else the `nodes`^m tensor grid. Points u (G, m), log weights (G,)."""
+    if compact_rule_points(m, nodes) is None:
+        return hermite_grid(m, nodes, device, dtype)
+    u, lw = symmetric_rule_2d_degree7() if m == 2 else symmetric_rule_degree5(m)
+    return torch.as_tensor(u, device=device, dtype=dtype), torch.as_tensor(lw, device=device, dtype=dtype)
 
 
 def uniform_grid(m: int, nodes: int, half_width: float = 10.0, device=None,

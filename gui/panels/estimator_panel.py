@@ -34,10 +34,11 @@ class EstimatorPanel(QWidget):
         self.fitted_m = fitted_m
         layout = QVBoxLayout(self)
         self.nodes_field = OptionalIntField(
-            "G: Gauss-Hermite nodes per latent dimension; the grid has G^m points (at most 20 000; "
-            "mle-adaptive with m = 2 and G = 4: a 12-point rule of the same degree). "
-            "Empty: auto, chosen by the fitted m (Training panel): the most nodes whose grid has at most "
-            f"{ADAPTIVE_GRID_BUDGET} points per datum for mle-adaptive (2 to 20), at most "
+            "G: Gauss-Hermite nodes per latent dimension; the grid has G^m points (at most 20 000). "
+            "mle-adaptive takes a compact rule of the same degree 2G - 1 where there is one: 12 points for "
+            "m = 2 and G = 4, 1 + 2m + 2^m for m >= 3 and G = 3. "
+            "Empty: auto, chosen by the fitted m (Training panel): the most nodes whose rule has at most "
+            f"{ADAPTIVE_GRID_BUDGET} points per datum for mle-adaptive (3 to 20: degree 5 at least), at most "
             f"{FIXED_GRID_BUDGET} per batch for mle-quadrature (2 to 200). 2 to 200.")
         self.form = SectionForm("estimator", section, [
             ("name", "estimator", ChoiceField(

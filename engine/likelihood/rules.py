@@ -1,0 +1,105 @@
+"""Quadrature rules for N(0, I_m) in NumPy, no torch (the config counts their points): the probabilists'
+Gauss-Hermite rule, and the compact fully symmetric rules that mle-adaptive takes instead of a tensor grid of
+the same total degree."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import numpy as np
+
+
+@functools.lru_cache(maxsize=32)
+def hermite_rule_1d(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilists' Gauss-Hermite rule for N(0, 1): nodes (ascending), log weights (sum w = 1).
+
+    Nodes: eigenvalues of the Jacobi matrix of He_k (Golub-Welsch). Weights: Christoffel's
+    w_i = 1 / sum_{k<n} p_k(u_i)^2 (p_k the orthonormal He_k), summed with a running scale, so that they
+    stay accurate in log space far into the tails and for any node count; Golub-Welsch's eigenvector
+    weights are accurate only to ~1e-16 absolute (wrong in log below about exp(-37)), and NumPy's
+    hermegauss overflows beyond a few hundred nodes. Nodes whose weight is below exp(-700) are dropped."""
+    if nodes == 1:
+        return np.zeros(1), np.zeros(1)
+    off = np.sqrt(np.arange(1, nodes, dtype=np.float64))
+    u = np.linalg.eigvalsh(np.diag(off, 1) + np.diag(off, -1))
+    u = 0.5 * (u - u[::-1])  # exactly symmetric
+    prev, p, s = np.zeros(nodes), np.ones(nodes), np.ones(nodes)
+    log_scale = np.zeros(nodes)
+    for k in range(nodes - 1):
+        prev, p = p, (u * p - np.sqrt(k) * prev) / np.sqrt(k + 1.0)
+        s += p * p
+        big = s > 1e200
+        if big.any():
+            p[big] *= 1e-100
+            prev[big] *= 1e-100
+            s[big] *= 1e-200
+            log_scale[big] += 200.0 * np.log(10.0)
+    logw = -(np.log(s) + log_scale)
+    logw -= np.logaddexp.reduce(logw)
+    keep = logw > -700.0
+    return u[keep], logw[keep]
+
+
+def symmetric_rule_2d_degree7() -> tuple[np.ndarray, np.ndarray]:
+    """A 12-point fully symmetric rule of degree 7 for N(0, I_2): points u (12, 2), log weights (12,).
+
+    Orbits (+-a, 0), (0, +-a) with a^2 = 6 and weight 1/36, (+-b, +-b) with b^2 = (9 + 3 sqrt 5) / 4 and
+    weight (5 - 2 sqrt 5) / 45, (+-c, +-c) with c^2 = (9 - 3 sqrt 5) / 4 and weight (5 + 2 sqrt 5) / 45: the
+    solution of the moment equations E 1 = 1, E x^2 = 1, E x^4 = 3, E x^2 y^2 = 1, E x^6 = 15,
+    E x^4 y^2 = 3 (odd moments vanish by symmetry). Exact for every polynomial of total degree <= 7, as
+    the 4 x 4 tensor grid is, in 12 points instead of 16."""
+    r5 = np.sqrt(5.0)
+    a, b, c = np.sqrt(6.0), np.sqrt((9 + 3 * r5) / 4), np.sqrt((9 - 3 * r5) / 4)
+    u = np.array([[a, 0], [-a, 0], [0, a], [0, -a],
+                  [b, b], [b, -b], [-b, b], [-b, -b], [c, c], [c, -c], [-c, c], [-c, -c]])
+    w = np.array([1 / 36] * 4 + [(5 - 2 * r5) / 45] * 4 + [(5 + 2 * r5) / 45] * 4)
+    return u, np.log(w)
+
+
+def symmetric_rule_degree5(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fully symmetric rule of degree 5 for N(0, I_m), m >= 3, with positive weights: points u (G, m), log
+    weights (G,), G = 2m + 2^m plus the centre where its weight is positive.
+
+    Orbits: the centre with weight w0, (+-a e_i) with weight 1/a^4, and the 2^m sign vectors
+    sqrt(s) (+-1, ..., +-1) with weight 1 / (2^m s^2), where a^2 = 2s / (s - 1); the moment equations
+    E z_i^2 = 1, E z_i^4 = 3, E z_i^2 z_j^2 = 1 and E 1 = 1 give these weights and
+    w0 = 1 - m (s - 1)^2 / (2 s^2) - 1 / s^2, which is >= 0 for s <= (m + 2) / (m - 2). s = 2 (a^2 = 4)
+    while that holds (m <= 6; from m = 6 the centre's weight is 0 and it is dropped), then
+    s = (m + 2) / (m - 2). Odd moments vanish by symmetry, so every polynomial of total degree <= 5 is
+    integrated exactly, as by the 3^m tensor grid, in 1 + 2m + 2^m points (15 for m = 3, 25 for m = 4)."""
+    s = min(2.0, (m + 2) / (m - 2))
+    a = np.sqrt(2 * s / (s - 1))
+    w0 = 1 - m * (s - 1) ** 2 / (2 * s**2) - 1 / s**2
+    axes = np.concatenate([a * np.eye(m), -a * np.eye(m)])  # (2m, m)
+    signs = np.sqrt(s) * np.array(list(itertools.product((1.0, -1.0), repeat=m)))  # (2^m, m)
+    u = np.concatenate([axes, signs])
+    w = np.concatenate([np.full(2 * m, 1 / a**4), np.full(2**m, 1 / (2**m * s**2))])
+    if w0 > 1e-12:
+        u, w = np.concatenate([np.zeros((1, m)), u]), np.concatenate([[w0], w])
+    return u, np.log(w)
+
+
+def compact_rule_points(m: int, nodes: int) -> int | None:
+    """Points of the rule that replaces the `nodes`^m tensor grid for mle-adaptive with the same total degree
+    2 nodes - 1 in fewer points, None where there is none: 12 for m = 2 and 4 nodes (degree 7), the
+    degree-5 rule's 1 + 2m + 2^m (2m + 2^m from m = 6) for m >= 3 and 3 nodes."""
+    if (m, nodes) == (2, 4):
+        return 12
+    if m >= 3 and nodes == 3:
+        return 2 * m + 2**m + (m < 6)
+    return None
+
+
+def rule_points(m: int, nodes: int, adaptive: bool) -> int:
+    """How many points a run's rule has, without building it."""
+    compact = compact_rule_points(m, nodes) if adaptive else None
+    return compact if compact is not None else len(hermite_rule_1d(nodes)[0]) ** m
+
+
+def rule_name(m: int, nodes: int, adaptive: bool) -> str:
+    """How many nodes a run's rule has: "16 nodes", "4 nodes per axis (16)", "12 nodes of degree 7"."""
+    points = rule_points(m, nodes, adaptive)
+    if adaptive and compact_rule_points(m, nodes) is not None:
+        return f"{points} nodes of degree {2 * nodes - 1}"
+    return f"{nodes} nodes per axis ({points})" if m > 1 else f"{points} nodes"
