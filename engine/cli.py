@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--batch-size", type=int, help="minibatch size")
         f.add_argument("--lr", type=float, help="Adam learning rate")
         f.add_argument("--nodes", type=int, help="Gauss-Hermite nodes per latent dimension (default: by m, "
-                       "the most whose rule fits: mle-adaptive 16, 4, 3 for m = 1, 2, >= 3, degree 5 at least; "
-                       "mle-quadrature 200, 16, 6)")
+                       "mle-adaptive 16 for m = 1, 3 for m >= 2 (degree-5 rules); mle-quadrature 200, 16, 6 "
+                       "for m = 1, 2, 3)")
         f.add_argument("--samples", type=int, help="K: importance samples (mle-importance, iwae)")
         f.add_argument("--sigma-min", type=float, help="sigma floor (0: none; default 1e-3 x data scale)")
         f.add_argument("--preprocess", choices=PREPROCESS, help="fit on centred or standardised columns; "

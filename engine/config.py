@@ -280,27 +280,24 @@ def section_from_dict(cls: type, d: Any, prefix: str, validate: bool = True) -> 
     return obj
 
 
-# Grid points per training point that a default node count may use: the adaptive rule's points go through
-# the decoder for every point of a batch (mle-adaptive), or the tensor grid once per batch (mle-quadrature).
-ADAPTIVE_GRID_BUDGET = 16
+# Grid points per batch that mle-quadrature's default node count may use (its fixed grid, once per batch).
 FIXED_GRID_BUDGET = 256
 MAX_GRID_POINTS = 20_000
-# mle-adaptive's rule has degree at least 5 by default: the 2^m grid (degree 3) lets the fit fold (docs/math.md).
-ADAPTIVE_MIN_NODES = 3
+# mle-adaptive's default rule: 16 Gauss-Hermite nodes for m = 1, the compact degree-5 rule (3 nodes) for m >= 2;
+# degree 3 (the 2^m grid) lets the fit fold, and degree 7 costs more than it gains (docs/math.md §3.2).
+ADAPTIVE_NODES_1D = 16
+ADAPTIVE_NODES = 3
 
 
 def default_nodes(name: str, m: int) -> int:
     """Gauss-Hermite nodes per dimension taken when `nodes` is None. mle-quadrature: the most, up to 200,
     whose tensor grid has at most 256 points a batch (200 for m = 1, 16 for m = 2, 6 for m = 3).
-    mle-adaptive: the most, up to 20, whose rule (`likelihood.quadrature.adaptive_rule`, a compact rule of the
-    grid's degree where there is one) has at most 16 points a datum, and at least 3 (16 for m = 1; 4 for
-    m = 2, the 12-point rule of degree 7; 3 for m >= 3, the degree-5 rule of 15 points for m = 3, 25 for
-    m = 4, 2m + 2^m + 1 in general)."""
-    if name == "mle-quadrature":
-        budget, cap, nodes, adaptive = FIXED_GRID_BUDGET, 200, 2, False
-    else:
-        budget, cap, nodes, adaptive = ADAPTIVE_GRID_BUDGET, 20, ADAPTIVE_MIN_NODES, True
-    while nodes < cap and rule_points(m, nodes + 1, adaptive) <= budget:
+    mle-adaptive: 16 for m = 1; 3 for m >= 2, the compact rule of degree 5 (`likelihood.rules`): 7 points
+    for m = 2, 1 + 2m + 2^m for m >= 3 (15 for m = 3, 25 for m = 4)."""
+    if name != "mle-quadrature":
+        return ADAPTIVE_NODES_1D if m == 1 else ADAPTIVE_NODES
+    nodes = 2
+    while nodes < 200 and rule_points(m, nodes + 1, adaptive=False) <= FIXED_GRID_BUDGET:
         nodes += 1
     return nodes
 

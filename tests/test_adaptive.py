@@ -14,7 +14,12 @@ import torch
 
 from engine.likelihood.adaptive import OTHER_MODE_RADIUS, WarmGrids, refined_gaussian
 from engine.likelihood.quadrature import adaptive_rule, adaptive_terms, hermite_grid
-from engine.likelihood.rules import rule_points, symmetric_rule_2d_degree7, symmetric_rule_degree5
+from engine.likelihood.rules import (
+    hexagon_rule_2d_degree5,
+    rule_points,
+    symmetric_rule_2d_degree7,
+    symmetric_rule_degree5,
+)
 from engine.model import log_joint
 
 F64 = torch.float64
@@ -41,6 +46,20 @@ def test_symmetric_rule_is_exact_to_total_degree_7_and_not_8() -> None:
     assert float(lwt.exp() @ ut[:, 0] ** 6) == pytest.approx(15.0, rel=1e-12)
 
 
+def test_hexagon_rule_is_exact_to_total_degree_5_and_not_6() -> None:
+    u, lw = hexagon_rule_2d_degree5()
+    w = np.exp(lw)
+    assert u.shape == (7, 2) and np.all(w > 0)
+    for i in range(7):
+        for j in range(7 - i):
+            exact = 0 if i % 2 or j % 2 else _double_factorial(i) * _double_factorial(j)  # E z1^i z2^j
+            got = float(w @ (u[:, 0] ** i * u[:, 1] ** j))
+            if i + j <= 5:
+                assert got == pytest.approx(exact, abs=1e-12), (i, j)
+            elif (i, j) in ((6, 0), (4, 2)):
+                assert abs(got - exact) > 1, (i, j)
+
+
 @pytest.mark.parametrize("m", [3, 4, 5, 6, 7, 9])
 def test_degree5_rule_is_exact_to_total_degree_5_with_positive_weights(m: int) -> None:
     u, lw = symmetric_rule_degree5(m)
@@ -61,13 +80,14 @@ def test_degree5_rule_is_exact_to_total_degree_5_with_positive_weights(m: int) -
 
 def test_adaptive_rule_uses_the_compact_rule_only_where_one_is_known() -> None:
     assert adaptive_rule(2, 4)[0].shape == (12, 2)
+    assert adaptive_rule(2, 3)[0].shape == (7, 2)
     assert adaptive_rule(2, 5)[0].shape == (25, 2)
     assert adaptive_rule(1, 4)[0].shape == (4, 1)
     assert adaptive_rule(3, 3)[0].shape == (15, 3)
     assert adaptive_rule(4, 3)[0].shape == (25, 4)
     assert adaptive_rule(3, 2)[0].shape == (8, 3)
     assert adaptive_rule(3, 4)[0].shape == (64, 3)
-    for m, nodes in [(1, 4), (2, 4), (2, 5), (3, 3), (3, 4), (4, 3), (6, 3)]:
+    for m, nodes in [(1, 4), (2, 3), (2, 4), (2, 5), (3, 3), (3, 4), (4, 3), (6, 3)]:
         assert rule_points(m, nodes, adaptive=True) == len(adaptive_rule(m, nodes)[0])
         assert rule_points(m, nodes, adaptive=False) == nodes**m
 
@@ -103,7 +123,7 @@ class Cubic(torch.nn.Module):
         return torch.tensor(self.s, dtype=F64)
 
 
-@pytest.mark.parametrize(("n", "m", "nodes"), [(3, 1, 4), (4, 2, 4), (5, 2, 3), (6, 3, 2)])
+@pytest.mark.parametrize(("n", "m", "nodes"), [(3, 1, 4), (4, 2, 4), (5, 2, 3), (6, 3, 2), (6, 3, 3), (7, 4, 3)])
 def test_refinement_is_exact_for_linear_g_from_a_wrong_start(n: int, m: int, nodes: int) -> None:
     rng = np.random.default_rng(n + m)
     A, b, sigma = rng.normal(size=(n, m)), rng.normal(size=n), 0.3

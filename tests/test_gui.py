@@ -570,7 +570,7 @@ def test_empty_nodes_field_names_the_default_for_the_fitted_m(qtbot: Any, window
     assert w.session.config.estimator.name == "mle-adaptive" and w.session.config.estimator.nodes is None
     assert nodes.line.text() == "" and nodes.line.placeholderText() == "auto: 16 for m = 1"
     m.setValue(2)
-    assert nodes.line.placeholderText() == f"auto: {default_nodes('mle-adaptive', 2)} for m = 2" == "auto: 4 for m = 2"
+    assert nodes.line.placeholderText() == f"auto: {default_nodes('mle-adaptive', 2)} for m = 2" == "auto: 3 for m = 2"
     name.setCurrentIndex(name.findData("mle-quadrature"))
     assert nodes.line.placeholderText() == f"auto: {default_nodes('mle-quadrature', 2)} for m = 2"
     qtbot.keyClicks(nodes.line, "7")

@@ -94,12 +94,12 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
 # ------------------------------------------------------------- 1. linear data: the closed-form PPCA optimum
 
 
-@pytest.mark.parametrize(("n", "m"), [(3, 1), (5, 2), (6, 3)])
-def test_linear_decoder_reaches_ppca_maximum_likelihood(n, m):
+@pytest.mark.parametrize(("n", "m"), [(3, 1), (5, 2), (6, 3), (7, 4)])
+def test_linear_decoder_reaches_ppca_maximum_likelihood(n, m):  # with the default rule for each m
     sim = SimulationConfig(mixing="linear", n=n, m=m, sigma=0.3, samples=2000, seed=3)
     data = simulate(sim)
     cfg = _config(sim, DecoderConfig(m=m, hidden=(), sigma_mode="shared"),
-                  EstimatorConfig(name="mle-adaptive", nodes=4),
+                  EstimatorConfig(name="mle-adaptive"),
                   steps=200, batch_size=500, lr=0.05, schedule="cosine", val_fraction=0.02)
     result = train(cfg, data)
     assert result.status == "done", result.message
@@ -110,9 +110,9 @@ def test_linear_decoder_reaches_ppca_maximum_likelihood(n, m):
 
     fitted = _linear_gaussian_loglik(result.decoder, x)
     assert fitted <= ref.loglik_per_point + 1e-6, "a linear-Gaussian model beat the PPCA global maximum"
-    # adaptive Gauss-Hermite is exact for a linear decoder (Gaussian posteriors), whatever the node count
+    # adaptive Gauss-Hermite is exact for a linear decoder (Gaussian posteriors), whatever the rule
     dec = copy.deepcopy(result.decoder).double()
-    est = build_estimator(EstimatorConfig(name="mle-adaptive", nodes=4), dec, len(x), torch.Generator()).double()
+    est = build_estimator(EstimatorConfig(name="mle-adaptive"), dec, len(x), torch.Generator()).double()
     xt, idx = torch.as_tensor(x), torch.arange(len(x))
     est.objective(xt, idx, 1)  # first visit: a Laplace fit from the candidate grid; then the refined Gaussians
     assert est.objective(xt, idx, 2).value == pytest.approx(fitted, abs=1e-6)

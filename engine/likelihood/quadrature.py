@@ -22,7 +22,13 @@ import torch
 from torch import Tensor
 
 from ..model import LatentGaussianModel, log_likelihood, log_prior
-from .rules import compact_rule_points, hermite_rule_1d, symmetric_rule_2d_degree7, symmetric_rule_degree5
+from .rules import (
+    compact_rule_points,
+    hermite_rule_1d,
+    hexagon_rule_2d_degree5,
+    symmetric_rule_2d_degree7,
+    symmetric_rule_degree5,
+)
 
 
 def hermite_grid(m: int, nodes: int, device=None, dtype=torch.float64) -> tuple[Tensor, Tensor]:
@@ -39,7 +45,10 @@ def adaptive_rule(m: int, nodes: int, device=None, dtype=torch.float64) -> tuple
     one (`compact_rule_points`), else the `nodes`^m tensor grid. Points u (G, m), log weights (G,)."""
     if compact_rule_points(m, nodes) is None:
         return hermite_grid(m, nodes, device, dtype)
-    u, lw = symmetric_rule_2d_degree7() if m == 2 else symmetric_rule_degree5(m)
+    if m == 2:
+        u, lw = hexagon_rule_2d_degree5() if nodes == 3 else symmetric_rule_2d_degree7()
+    else:
+        u, lw = symmetric_rule_degree5(m)
     return torch.as_tensor(u, device=device, dtype=dtype), torch.as_tensor(lw, device=device, dtype=dtype)
 
 

@@ -57,6 +57,19 @@ def symmetric_rule_2d_degree7() -> tuple[np.ndarray, np.ndarray]:
     return u, np.log(w)
 
 
+def hexagon_rule_2d_degree5() -> tuple[np.ndarray, np.ndarray]:
+    """A 7-point rule of degree 5 for N(0, I_2) (Radon's hexagon): points u (7, 2), log weights (7,).
+
+    The centre with weight 1/2 and the six points 2 (cos k pi/3, sin k pi/3) with weight 1/12: over the
+    hexagon sum cos^2 = 3, sum cos^4 = 9/4 and sum cos^2 sin^2 = 3/4, so E z_1^2 = 3 w r^2 = 1,
+    E z_1^4 = 9/4 w r^4 = 3 and E z_1^2 z_2^2 = 3/4 w r^4 = 1 give r^2 = 4, w = 1/12; odd moments vanish by
+    symmetry. Exact for every polynomial of total degree <= 5, as the 3 x 3 grid is, in 7 points."""
+    t = np.arange(6) * np.pi / 3
+    u = np.concatenate([np.zeros((1, 2)), 2.0 * np.stack([np.cos(t), np.sin(t)], axis=1)])
+    w = np.array([1 / 2] + [1 / 12] * 6)
+    return u, np.log(w)
+
+
 def symmetric_rule_degree5(m: int) -> tuple[np.ndarray, np.ndarray]:
     """A fully symmetric rule of degree 5 for N(0, I_m), m >= 3, with positive weights: points u (G, m), log
     weights (G,), G = 2m + 2^m plus the centre where its weight is positive.
@@ -82,10 +95,10 @@ def symmetric_rule_degree5(m: int) -> tuple[np.ndarray, np.ndarray]:
 
 def compact_rule_points(m: int, nodes: int) -> int | None:
     """Points of the rule that replaces the `nodes`^m tensor grid for mle-adaptive with the same total degree
-    2 nodes - 1 in fewer points, None where there is none: 12 for m = 2 and 4 nodes (degree 7), the
-    degree-5 rule's 1 + 2m + 2^m (2m + 2^m from m = 6) for m >= 3 and 3 nodes."""
-    if (m, nodes) == (2, 4):
-        return 12
+    2 nodes - 1 in fewer points, None where there is none: for m = 2, 7 with 3 nodes (degree 5) and 12 with
+    4 (degree 7); for m >= 3 and 3 nodes the degree-5 rule's 1 + 2m + 2^m (2m + 2^m from m = 6)."""
+    if m == 2 and nodes in (3, 4):
+        return {3: 7, 4: 12}[nodes]
     if m >= 3 and nodes == 3:
         return 2 * m + 2**m + (m < 6)
     return None

@@ -9,7 +9,6 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
 
 from engine.config import (
-    ADAPTIVE_GRID_BUDGET,
     FIXED_GRID_BUDGET,
     PROPOSALS,
     SAMPLERS,
@@ -35,11 +34,11 @@ class EstimatorPanel(QWidget):
         layout = QVBoxLayout(self)
         self.nodes_field = OptionalIntField(
             "G: Gauss-Hermite nodes per latent dimension; the grid has G^m points (at most 20 000). "
-            "mle-adaptive takes a compact rule of the same degree 2G - 1 where there is one: 12 points for "
-            "m = 2 and G = 4, 1 + 2m + 2^m for m >= 3 and G = 3. "
-            "Empty: auto, chosen by the fitted m (Training panel): the most nodes whose rule has at most "
-            f"{ADAPTIVE_GRID_BUDGET} points per datum for mle-adaptive (3 to 20: degree 5 at least), at most "
-            f"{FIXED_GRID_BUDGET} per batch for mle-quadrature (2 to 200). 2 to 200.")
+            "mle-adaptive takes a compact rule of the same degree 2G - 1 where there is one: for m = 2, "
+            "7 points with G = 3 and 12 with G = 4; for m >= 3 and G = 3, 1 + 2m + 2^m points. "
+            "Empty: auto, chosen by the fitted m (Training panel): mle-adaptive 16 for m = 1 and 3 (degree 5) "
+            "for m >= 2; mle-quadrature the most nodes whose grid has at most "
+            f"{FIXED_GRID_BUDGET} points per batch (2 to 200). 2 to 200.")
         self.form = SectionForm("estimator", section, [
             ("name", "estimator", ChoiceField(
                 "The objective maximised over θ and σ. Direct MLE estimates log p(x) = log ∫ p(x|z) p(z) dz "
