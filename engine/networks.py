@@ -48,10 +48,10 @@ class MLP(nn.Module):
     def forward_and_jacobian(self, h: Tensor) -> tuple[Tensor, Tensor]:
         """The output and its Jacobian in one pass (forward mode by the chain rule, layer by layer):
         h (B, d_in) -> out (B, d_out), J (B, d_out, d_in)."""
-        t = torch.eye(h.shape[-1], dtype=h.dtype, device=h.device).expand(h.shape[0], -1, -1)  # (B, d_in, d)
+        t = None  # d h / d input, (B, d_in, width); the first layer's is its weight
         for i, layer in enumerate(self.layers):
             u = layer(h)
-            t = t @ layer.weight.T  # (B, d_in, width)
+            t = layer.weight.T.expand(h.shape[0], -1, -1) if t is None else t @ layer.weight.T
             if i < len(self.layers) - 1:
                 h = self._act(u)
                 t = t * self._act_grad(u, h).unsqueeze(1)

@@ -54,13 +54,13 @@ def refined_gaussian(x: Tensor, centre: Tensor, chol: Tensor, mean: Tensor, u: T
     its q = N(c (B, m), L L^T (B, m, m)), the decoder outputs g(z_g) (B, G, n) and the rule u (G, m),
     log w (G,): returns (B, m), (B, m, m)."""
     w = logw.exp()
-    gbar = torch.einsum("g,bgn->bn", w, mean)  # (B, n) = E_q g(z)
-    moment = torch.einsum("g,bgn,gj->bnj", w, mean, u)  # (B, n, m) = E_q[g(z) u^T]
+    gbar = w @ mean  # (B, n) = E_q g(z)
+    moment = mean.transpose(1, 2) @ (w.unsqueeze(1) * u)  # (B, n, m) = E_q[g(z) u^T]
     J = torch.linalg.solve_triangular(chol, moment, upper=False, left=False)  # (B, n, m): J L = E[g u^T]
     s = sigma.expand(mean.shape[-1]) if sigma.dim() == 0 else sigma
     L = covariance_cholesky(gauss_newton_precision(J, s))  # (B, m, m)
-    grad = torch.einsum("bnm,bn->bm", J, (x - gbar) / s**2) - centre  # (B, m)
-    return centre + torch.einsum("bij,bkj,bk->bi", L, L, grad), L  # c + H'^-1 grad
+    grad = (J.transpose(1, 2) @ ((x - gbar) / s**2).unsqueeze(-1)).squeeze(-1) - centre  # (B, m)
+    return centre + (L @ (L.transpose(1, 2) @ grad.unsqueeze(-1))).squeeze(-1), L  # c + H'^-1 grad
 
 
 class WarmGrids(torch.nn.Module):
