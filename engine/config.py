@@ -308,17 +308,19 @@ def resolved_nodes(est: EstimatorConfig, m: int) -> int:
 
 
 def validate_estimator_for_latent_dim(est: EstimatorConfig, m: int) -> None:
-    """Tensor-grid quadrature costs nodes^m decoder passes: mle-quadrature for m <= 3, and at most
-    MAX_GRID_POINTS grid points for either quadrature."""
+    """Quadrature costs a decoder pass per rule point (nodes^m, or a compact rule's for mle-adaptive):
+    mle-quadrature for m <= 3, and at most MAX_GRID_POINTS points for either quadrature."""
     if est.name == "mle-quadrature" and m > 3:
         raise ConfigError("estimator.name", est.name,
                           f"tensor-grid quadrature needs latent dimension m <= 3 (m = {m}); "
                           "use mle-adaptive, mle-importance or mle-mcem")
     if est.name in GRID_ESTIMATORS:
         nodes = resolved_nodes(est, m)
-        points = rule_points(m, nodes, adaptive=est.name == "mle-adaptive")
+        adaptive = est.name == "mle-adaptive"
+        points = rule_points(m, nodes, adaptive)
         if points > MAX_GRID_POINTS:
-            fix = "lower the nodes" if est.nodes is not None and est.nodes > 2 else "use mle-importance"
+            fewer_fit = est.nodes is not None and rule_points(m, 2, adaptive) <= MAX_GRID_POINTS
+            fix = "lower the nodes" if fewer_fit else "use mle-importance"
             raise ConfigError("estimator.nodes", est.nodes,
                               f"{nodes} nodes for m = {m} make a rule of {points} points; expected at most "
                               f"{MAX_GRID_POINTS} ({fix})")

@@ -57,7 +57,7 @@ class MLP(nn.Module):
                 t = t * self._act_grad(u, h).unsqueeze(1)
             else:
                 h = u
-        return h, t.transpose(1, 2)
+        return h, t.transpose(1, 2).contiguous()  # a copy: one layer's t is a view of its weight
 
 
 class Decoder(nn.Module):

@@ -169,10 +169,11 @@ def test_a_steps_cost_counts_its_decoder_rows(name, rows):  # mle-adaptive: the 
 # ------------------------------------------------------------------------------- the Jacobian pass
 
 
+@pytest.mark.parametrize("hidden", [(7, 5), ()])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_the_decoders_one_pass_jacobian_is_autograds(activation):
+def test_the_decoders_one_pass_jacobian_is_autograds(activation, hidden):
     torch.manual_seed(0)
-    dec = Decoder(3, DecoderConfig(m=2, hidden=(7, 5), activation=activation), 0.5, 0.0).double()
+    dec = Decoder(3, DecoderConfig(m=2, hidden=hidden, activation=activation), 0.5, 0.0).double()
     z = torch.randn(11, 2, dtype=torch.float64)
     g, J = mean_and_jacobian(dec, z)
     ref = torch.stack([torch.autograd.functional.jacobian(dec.mean, zi) for zi in z])  # (B, n, m)

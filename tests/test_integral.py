@@ -86,16 +86,17 @@ def test_exact_posterior_of_a_linear_decoder_is_the_closed_form(n: int, m: int, 
     assert post.exact.shape == (len(post.axis),) * m
 
 
-@pytest.mark.parametrize("nodes", [4, 5])
+@pytest.mark.parametrize("nodes", [3, 4, 5])
 @pytest.mark.parametrize(("n", "m", "sigma"), CASES)
 def test_adaptive_nodes_are_exact_for_a_linear_decoder(n: int, m: int, sigma: float, nodes: int) -> None:
     A, b, x = problem(n, m, sigma, seed=3 + n + m)
     log_px, mean, cov = gaussian_reference(A, b, sigma, x)
     post = point_posterior(linear_decoder(A, b, sigma), x, EstimatorConfig(name="mle-adaptive", nodes=nodes))
     a = post.approximation
-    points = 12 if (m, nodes) == (2, 4) else nodes**m  # the 12-point rule of degree 7 for m = 2 and 4 nodes
+    points = {(2, 3): 7, (2, 4): 12}.get((m, nodes), nodes**m)  # m = 2: the compact rules of degree 5 and 7
     assert isinstance(a, NodeRule) and a.adaptive
-    assert a.rule == {1: f"{nodes} nodes", 2: "12 nodes of degree 7" if nodes == 4 else "5 nodes per axis (25)"}[m]
+    assert a.rule == {1: f"{nodes} nodes",
+                      2: {3: "7 nodes of degree 5", 4: "12 nodes of degree 7", 5: "5 nodes per axis (25)"}[nodes]}[m]
     assert a.nodes.shape == (points, m) and a.weights.sum() == pytest.approx(1.0, abs=1e-12)
     assert a.estimate == pytest.approx(log_px, abs=1e-6)
     assert post.gap == pytest.approx(0.0, abs=2e-6)

@@ -105,9 +105,10 @@ def compact_rule_points(m: int, nodes: int) -> int | None:
 
 
 def rule_points(m: int, nodes: int, adaptive: bool) -> int:
-    """How many points a run's rule has, without building it."""
+    """How many points a run's rule has, without building it (no node's weight underflows up to the 200
+    nodes a run may ask for, so the tensor grid has nodes^m)."""
     compact = compact_rule_points(m, nodes) if adaptive else None
-    return compact if compact is not None else len(hermite_rule_1d(nodes)[0]) ** m
+    return compact if compact is not None else nodes**m
 
 
 def rule_name(m: int, nodes: int, adaptive: bool) -> str:

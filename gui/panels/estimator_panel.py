@@ -35,7 +35,7 @@ class EstimatorPanel(QWidget):
         self.nodes_field = OptionalIntField(
             "G: Gauss-Hermite nodes per latent dimension; the grid has G^m points (at most 20 000). "
             "mle-adaptive takes a compact rule of the same degree 2G - 1 where there is one: for m = 2, "
-            "7 points with G = 3 and 12 with G = 4; for m >= 3 and G = 3, 1 + 2m + 2^m points. "
+            "7 points with G = 3 and 12 with G = 4; for m >= 3 and G = 3, 1 + 2m + 2^m points (2m + 2^m from m = 6). "
             "Empty: auto, chosen by the fitted m (Training panel): mle-adaptive 16 for m = 1 and 3 (degree 5) "
             "for m >= 2; mle-quadrature the most nodes whose grid has at most "
             f"{FIXED_GRID_BUDGET} points per batch (2 to 200). 2 to 200.")
