@@ -29,35 +29,25 @@ def _double_factorial(k: int) -> int:
     return math.prod(range(k - 1, 0, -2))
 
 
-def test_symmetric_rule_is_exact_to_total_degree_7_and_not_8() -> None:
-    u, lw = symmetric_rule_2d_degree7()
+@pytest.mark.parametrize(("rule", "points", "degree"), [(hexagon_rule_2d_degree5, 7, 5),
+                                                        (symmetric_rule_2d_degree7, 12, 7)])
+def test_2d_rule_is_exact_to_its_total_degree_and_not_beyond(rule, points: int, degree: int) -> None:
+    u, lw = rule()
     w = np.exp(lw)
-    assert u.shape == (12, 2) and np.all(w > 0)
-    for i in range(9):
-        for j in range(9 - i):
+    assert u.shape == (points, 2) and np.all(w > 0)
+    beyond = []
+    for i in range(degree + 2):
+        for j in range(degree + 2 - i):
             exact = 0 if i % 2 or j % 2 else _double_factorial(i) * _double_factorial(j)  # E z1^i z2^j
             got = float(w @ (u[:, 0] ** i * u[:, 1] ** j))
-            if i + j <= 7:
+            if i + j <= degree:
                 assert got == pytest.approx(exact, abs=1e-12), (i, j)
-            elif i % 2 == 0 and j % 2 == 0:
-                assert abs(got - exact) > 1, (i, j)  # degree 8: no 12-point rule is exact there
-    # the tensor grid it replaces has the same total degree
-    ut, lwt = hermite_grid(2, 4)
-    assert float(lwt.exp() @ ut[:, 0] ** 6) == pytest.approx(15.0, rel=1e-12)
-
-
-def test_hexagon_rule_is_exact_to_total_degree_5_and_not_6() -> None:
-    u, lw = hexagon_rule_2d_degree5()
-    w = np.exp(lw)
-    assert u.shape == (7, 2) and np.all(w > 0)
-    for i in range(7):
-        for j in range(7 - i):
-            exact = 0 if i % 2 or j % 2 else _double_factorial(i) * _double_factorial(j)  # E z1^i z2^j
-            got = float(w @ (u[:, 0] ** i * u[:, 1] ** j))
-            if i + j <= 5:
-                assert got == pytest.approx(exact, abs=1e-12), (i, j)
-            elif (i, j) in ((6, 0), (4, 2)):
-                assert abs(got - exact) > 1, (i, j)
+            else:
+                beyond.append(abs(got - exact))
+    assert max(beyond) > 1  # not exact one degree higher
+    # the tensor grid it replaces, (degree + 1) / 2 nodes a dimension, has the same total degree
+    ut, lwt = hermite_grid(2, (degree + 1) // 2)
+    assert float(lwt.exp() @ ut[:, 0] ** (degree - 1)) == pytest.approx(_double_factorial(degree - 1), rel=1e-12)
 
 
 @pytest.mark.parametrize("m", [3, 4, 5, 6, 7, 9])
