@@ -30,7 +30,7 @@ from .config import (
 )
 from .estimator_table import ESTIMATORS, GRID_ESTIMATORS
 from .evaluate import ScoringStopped, heldout_loglik, sigma_report
-from .likelihood.rules import compact_rule_points, rule_name
+from .likelihood.rules import compact_rule, rule_name
 from .memory import require
 from .metrics import COMPARE_COLUMNS
 from .outputs import OutputError, UnitWriter
@@ -351,7 +351,7 @@ def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, writer: UnitWr
     if est.name in GRID_ESTIMATORS and est.nodes is None and not quiet:
         nodes = resolved_nodes(est, m)
         rule = ""
-        if est.name == "mle-adaptive" and compact_rule_points(m, nodes) is not None:
+        if est.name == "mle-adaptive" and compact_rule(m, nodes) is not None:
             rule = f" (a rule of {rule_name(m, nodes, adaptive=True)})"
         print(f"{est.name}: {nodes} Gauss-Hermite nodes per dimension{rule}, the default for m = {m} "
               "(--nodes sets them)", file=sys.stderr)

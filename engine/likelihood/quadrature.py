@@ -22,13 +22,7 @@ import torch
 from torch import Tensor
 
 from ..model import LatentGaussianModel, log_likelihood, log_prior
-from .rules import (
-    compact_rule_points,
-    hermite_rule_1d,
-    hexagon_rule_2d_degree5,
-    symmetric_rule_2d_degree7,
-    symmetric_rule_degree5,
-)
+from .rules import compact_rule, hermite_rule_1d
 
 
 def hermite_grid(m: int, nodes: int, device=None, dtype=torch.float64) -> tuple[Tensor, Tensor]:
@@ -42,13 +36,11 @@ def hermite_grid(m: int, nodes: int, device=None, dtype=torch.float64) -> tuple[
 
 def adaptive_rule(m: int, nodes: int, device=None, dtype=torch.float64) -> tuple[Tensor, Tensor]:
     """The rule mle-adaptive moves to each point: the compact rule of the tensor grid's degree where there is
-    one (`compact_rule_points`), else the `nodes`^m tensor grid. Points u (G, m), log weights (G,)."""
-    if compact_rule_points(m, nodes) is None:
+    one (`rules.compact_rule`), else the `nodes`^m tensor grid. Points u (G, m), log weights (G,)."""
+    compact = compact_rule(m, nodes)
+    if compact is None:
         return hermite_grid(m, nodes, device, dtype)
-    if m == 2:
-        u, lw = hexagon_rule_2d_degree5() if nodes == 3 else symmetric_rule_2d_degree7()
-    else:
-        u, lw = symmetric_rule_degree5(m)
+    u, lw = compact[1]()
     return torch.as_tensor(u, device=device, dtype=dtype), torch.as_tensor(lw, device=device, dtype=dtype)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def hexagon_rule_2d_degree5() -> tuple[np.ndarray, np.ndarray]:
 
 def symmetric_rule_degree5(m: int) -> tuple[np.ndarray, np.ndarray]:
     """A fully symmetric rule of degree 5 for N(0, I_m), m >= 3, with positive weights: points u (G, m), log
-    weights (G,), G = 2m + 2^m plus the centre where its weight is positive.
+    weights (G,), G = 2m + 2^m plus the centre for m < 6.
 
     Orbits: the centre with weight w0, (+-a e_i) with weight 1/a^4, and the 2^m sign vectors
     sqrt(s) (+-1, ..., +-1) with weight 1 / (2^m s^2), where a^2 = 2s / (s - 1); the moment equations
@@ -83,37 +84,40 @@ def symmetric_rule_degree5(m: int) -> tuple[np.ndarray, np.ndarray]:
     integrated exactly, as by the 3^m tensor grid, in 1 + 2m + 2^m points (15 for m = 3, 25 for m = 4)."""
     s = min(2.0, (m + 2) / (m - 2))
     a = np.sqrt(2 * s / (s - 1))
-    w0 = 1 - m * (s - 1) ** 2 / (2 * s**2) - 1 / s**2
     axes = np.concatenate([a * np.eye(m), -a * np.eye(m)])  # (2m, m)
     signs = np.sqrt(s) * np.array(list(itertools.product((1.0, -1.0), repeat=m)))  # (2^m, m)
     u = np.concatenate([axes, signs])
     w = np.concatenate([np.full(2 * m, 1 / a**4), np.full(2**m, 1 / (2**m * s**2))])
-    if w0 > 1e-12:
+    if m < 6:  # the centre's weight, 0 from m = 6
+        w0 = 1 - m * (s - 1) ** 2 / (2 * s**2) - 1 / s**2
         u, w = np.concatenate([np.zeros((1, m)), u]), np.concatenate([[w0], w])
     return u, np.log(w)
 
 
-def compact_rule_points(m: int, nodes: int) -> int | None:
-    """Points of the rule that replaces the `nodes`^m tensor grid for mle-adaptive with the same total degree
-    2 nodes - 1 in fewer points, None where there is none: for m = 2, 7 with 3 nodes (degree 5) and 12 with
-    4 (degree 7); for m >= 3 and 3 nodes the degree-5 rule's 1 + 2m + 2^m (2m + 2^m from m = 6)."""
-    if m == 2 and nodes in (3, 4):
-        return {3: 7, 4: 12}[nodes]
+def compact_rule(m: int, nodes: int) -> tuple[int, Callable[[], tuple[np.ndarray, np.ndarray]]] | None:
+    """The rule that replaces the `nodes`^m tensor grid for mle-adaptive with the same total degree
+    2 nodes - 1 in fewer points, as (its points, its builder), None where there is none: for m = 2, 7 points
+    with 3 nodes (degree 5) and 12 with 4 (degree 7); for m >= 3 and 3 nodes the degree-5 rule's
+    1 + 2m + 2^m (2m + 2^m from m = 6)."""
+    if (m, nodes) == (2, 3):
+        return 7, hexagon_rule_2d_degree5
+    if (m, nodes) == (2, 4):
+        return 12, symmetric_rule_2d_degree7
     if m >= 3 and nodes == 3:
-        return 2 * m + 2**m + (m < 6)
+        return 2 * m + 2**m + (m < 6), functools.partial(symmetric_rule_degree5, m)
     return None
 
 
 def rule_points(m: int, nodes: int, adaptive: bool) -> int:
     """How many points a run's rule has, without building it (no node's weight underflows up to the 200
     nodes a run may ask for, so the tensor grid has nodes^m)."""
-    compact = compact_rule_points(m, nodes) if adaptive else None
-    return compact if compact is not None else nodes**m
+    compact = compact_rule(m, nodes) if adaptive else None
+    return compact[0] if compact is not None else nodes**m
 
 
 def rule_name(m: int, nodes: int, adaptive: bool) -> str:
     """How many nodes a run's rule has: "16 nodes", "4 nodes per axis (16)", "12 nodes of degree 7"."""
     points = rule_points(m, nodes, adaptive)
-    if adaptive and compact_rule_points(m, nodes) is not None:
+    if adaptive and compact_rule(m, nodes) is not None:
         return f"{points} nodes of degree {2 * nodes - 1}"
     return f"{nodes} nodes per axis ({points})" if m > 1 else f"{points} nodes"
