@@ -1,7 +1,7 @@
 """Adaptive Gauss-Hermite's rules and per-point Gaussians (engine/likelihood/adaptive.py): the compact rules'
-moments, the refinement's exactness for linear g (from the rule's nodes and from importance draws), its
-fixed point against dense quadrature for a curved g, a sharp posterior reached from a far start, and the
-training state's first visits, mode search and NaN guard."""
+moments, the refinement's exactness for linear g, its fixed point against dense quadrature for a curved g,
+a sharp posterior reached from a far start, and the training state's first visits, mode search and NaN
+guard."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from engine.likelihood.adaptive import OTHER_MODE_RADIUS, WarmGrids, refined_gaussian
-from engine.likelihood.importance import DEFENSIVE_WEIGHT, GaussianProposal, proposal_draws
 from engine.likelihood.quadrature import adaptive_rule, adaptive_terms, hermite_grid
 from engine.likelihood.rules import (
     hexagon_rule_2d_degree5,
@@ -143,37 +142,6 @@ def test_refinement_is_exact_for_linear_g_from_a_wrong_start(n: int, m: int, nod
                     + n * math.log(2 * math.pi))
     _, _, terms = adaptive_terms(model, x, centre, chol, u, lw)
     np.testing.assert_allclose(torch.logsumexp(terms, -1).numpy(), exact, atol=1e-10)
-
-
-@pytest.mark.parametrize(("m", "K"), [(1, 2), (2, 3), (2, 16), (3, 16)])
-def test_refinement_from_importance_draws_is_exact_for_linear_g(m: int, K: int) -> None:
-    """mle-importance's refinement: the draws of the defensive mixture, weighted to its Gaussian component,
-    give the regression slope of g, exact for linear g from m + 1 draws on; with m or fewer it is undefined
-    (NaN), and the stored Gaussian is kept."""
-    rng = np.random.default_rng(10 * m + K)
-    n = m + 3
-    A, b, sigma = rng.normal(size=(n, m)), rng.normal(size=n), 0.3
-    model = Linear(A, b, sigma)
-    x = torch.as_tensor(rng.normal(size=(5, n)) + b, dtype=F64)
-    H = A.T @ A / sigma**2 + np.eye(m)
-    post_cov = np.linalg.inv(H)
-    post_mean = (post_cov @ A.T @ (x.numpy() - b).T / sigma**2).T  # (5, m)
-    centre = torch.as_tensor(post_mean - 0.5, dtype=F64)
-    chol = (2.0 * torch.eye(m, dtype=F64) + torch.tril(torch.ones(m, m, dtype=F64), -1)).expand(5, m, m).clone()
-    q = GaussianProposal(centre, chol, DEFENSIVE_WEIGHT)
-    z, lq = proposal_draws(x, m, q, K, torch.Generator().manual_seed(K))
-    lg, u = q.gaussian_log_prob(z)
-    torch.testing.assert_close(z, centre.unsqueeze(1) + (chol.unsqueeze(1) @ u.unsqueeze(-1)).squeeze(-1))
-    new_c, new_l = refined_gaussian(x, centre, chol, model.mean(z), u, torch.log_softmax(lg - lq, -1), model.sigma())
-    np.testing.assert_allclose((new_l @ new_l.transpose(1, 2)).numpy(), np.broadcast_to(post_cov, (5, m, m)),
-                               atol=1e-10)
-    np.testing.assert_allclose(new_c.numpy(), post_mean, atol=1e-9)
-    few, _ = refined_gaussian(x, centre, chol, model.mean(z[:, :m]), u[:, :m], torch.log_softmax((lg - lq)[:, :m], -1),
-                              model.sigma())
-    assert bool(few.isnan().all())
-    grids = WarmGrids(5, m).double()
-    grids.store(torch.arange(5), few, new_l)
-    assert bool((grids.centres == 0).all())  # the NaN rows keep what was stored
 
 
 def test_refinement_converges_on_a_skewed_posterior_where_the_rule_is_exact() -> None:

@@ -157,7 +157,7 @@ def test_mle_adaptive_fits_m4_with_its_defaults():
 SEARCH = 256 * (7**2 + 1) // 32  # the search among the 7^2 candidate starts every 32 steps, forward only
 
 
-@pytest.mark.parametrize(("name", "rows"), [("vae", 256 * 2), ("iwae", 256 * 17), ("mle-importance", 256 * 16 + SEARCH),
+@pytest.mark.parametrize(("name", "rows"), [("vae", 256 * 2), ("iwae", 256 * 17), ("mle-importance", 256 * 20 + SEARCH),
                                             ("mle-adaptive", 256 * 7 + SEARCH), ("mle-quadrature", 16**2)])
 def test_a_steps_cost_counts_its_decoder_rows(name, rows):  # mle-adaptive: the 7-point rule for m = 2
     dec = Decoder(5, DecoderConfig(m=2), 0.5, 0.0)

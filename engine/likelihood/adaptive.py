@@ -1,23 +1,21 @@
-"""The per-point Gaussians on which adaptive Gauss-Hermite places its rule (and importance sampling its
-proposal), refined from the points the visit has just evaluated.
+"""The per-point Gaussians on which adaptive Gauss-Hermite places its rule, refined from the rule's own nodes.
 
-Each training point b keeps q_b = N(c_b, L_b L_b^T); a visit evaluates g at z_g = c_b + L_b u_g (the rule's
-nodes, `quadrature.adaptive_terms`, or mle-importance's draws) and, from those decoder outputs g_g, refines
-q_b for the next visit without a decoder pass of its own, by posterior linearisation (Garcia-Fernandez et
-al. 2015): replace g by its statistical linear regression under q,
+Each training point b keeps q_b = N(c_b, L_b L_b^T); a visit integrates on z_g = c_b + L_b u_g
+(`quadrature.adaptive_terms`) and, from the decoder outputs g_g = g(z_g) it has already computed, refines q_b
+for the next visit without a decoder pass of its own, by posterior linearisation (Garcia-Fernandez et al.
+2015): replace g by its statistical linear regression under q,
 
-    g(z) ~ g_c + J (z - c),   J = Cov_q(g, z) Cov_q(z)^-1,   g_c = E_q g - J (E_q z - c),
+    g(z) ~ gbar + J (z - c),   gbar = sum_g w_g g_g,   J = sum_g w_g g_g u_g^T L^-1
+                                                       (J = Cov_q(g, z) Cov_q(z)^-1),
 
-with the expectations taken by the rule's weights (then E_q z = c, Cov_q(z) = L L^T exactly) or by the
-draws (the weighted least-squares line), and take the posterior of that linear-Gaussian model:
+and take the posterior of that linear-Gaussian model:
 
-    H' = J^T S^-1 J + I,                      L' = chol(H'^-1),
-    c' = c + H'^-1 (J^T S^-1 (x - g_c) - c)   a Gauss-Newton step with J averaged over q.
+    H' = J^T S^-1 J + I,                       L' = chol(H'^-1),
+    c' = c + H'^-1 (J^T S^-1 (x - gbar) - c)   a Gauss-Newton step with J averaged over q.
 
 (Posterior-linearisation filters also add the regression's residual covariance to S; here H' is the
-Gauss-Newton precision.) For linear g, J is the true Jacobian whatever q is (and whatever the m + 1 or more
-points), so one refinement gives the exact posterior from any start. For a narrow q it is a Gauss-Newton
-step towards the mode.
+Gauss-Newton precision.) For linear g, J is the true Jacobian whatever q is, so one refinement gives the
+exact posterior from any start. For a narrow q it is a Gauss-Newton step towards the mode.
 
 The regression has a blind spot: a q much wider than the posterior averages the slope of a saturating g
 over regions the posterior never visits, so J^T S^-1 J + I stays small, a fixed point at the wrong width
@@ -47,43 +45,26 @@ from .laplace import (
     search_chunks,
 )
 
-COLLINEAR = 1e-5  # points whose Cov(u) has a pivot this small against its diagonal do not span z: no slope
 OTHER_MODE_RADIUS = 3.0  # a better candidate start this far from c (in q's standard deviations) is another mode
 
 
 def refined_gaussian(x: Tensor, centre: Tensor, chol: Tensor, mean: Tensor, u: Tensor, logw: Tensor,
                      sigma: Tensor) -> tuple[Tensor, Tensor]:
     """The next visit's centre c' and Cholesky factor L' (module docstring) from a visit's points x (B, n),
-    its q = N(c (B, m), L L^T (B, m, m)), the decoder outputs g(z_g) (B, G, n) at z_g = c + L u_g and the
-    weights log w_g of the u_g under N(0, I): a rule shared by the batch, u (G, m) and log w (G,), or draws
-    per point, u (B, G, m) and log w (B, G) normalised. Returns (B, m), (B, m, m).
-
-    J is the weighted least-squares slope of g on z, J L = C_gu C_uu^-1 (C the weighted covariances of g
-    and u): for a rule of degree >= 2 C_uu = I and ubar = 0; for draws it is the regression, still exact
-    for linear g."""
-    w = logw.exp()  # (G,) or (B, G)
-    ubar = (w.unsqueeze(-2) @ u).squeeze(-2)  # (m,) or (B, m)
-    du = u - ubar.unsqueeze(-2)  # (G, m) or (B, G, m)
-    wdu = w.unsqueeze(-1) * du
-    gbar = (w.unsqueeze(-2) @ mean).squeeze(-2)  # (B, n) = E_q g(z)
-    c_gu = mean.transpose(1, 2) @ wdu  # (B, n, m) = Cov_q(g, u)
-    c_uu = du.transpose(-1, -2) @ wdu  # (m, m) or (B, m, m) = Cov_q(u)
-    l_uu, info = torch.linalg.cholesky_ex(c_uu)
-    flat = (info != 0) | (torch.diagonal(l_uu, dim1=-2, dim2=-1).pow(2).amin(-1)
-                          <= COLLINEAR * torch.diagonal(c_uu, dim1=-2, dim2=-1).amax(-1))  # m or fewer draws
-    slope = torch.cholesky_solve(c_gu.transpose(1, 2), l_uu).transpose(1, 2)  # (B, n, m) = C_gu C_uu^-1 = J L
-    slope = torch.where(flat.view(-1, 1, 1), torch.full_like(slope, float("nan")), slope)  # NaN: the caller keeps q
-    J = torch.linalg.solve_triangular(chol, slope, upper=False, left=False)  # (B, n, m)
-    g_c = gbar - (slope @ ubar.unsqueeze(-1)).squeeze(-1)  # (B, n): the regression line at z = c
+    its q = N(c (B, m), L L^T (B, m, m)), the decoder outputs g(z_g) (B, G, n) and the rule u (G, m),
+    log w (G,): returns (B, m), (B, m, m)."""
+    w = logw.exp()
+    gbar = w @ mean  # (B, n) = E_q g(z)
+    moment = mean.transpose(1, 2) @ (w.unsqueeze(1) * u)  # (B, n, m) = E_q[g(z) u^T]
+    J = torch.linalg.solve_triangular(chol, moment, upper=False, left=False)  # (B, n, m): J L = E[g u^T]
     s = sigma.expand(mean.shape[-1]) if sigma.dim() == 0 else sigma
     L = covariance_cholesky(gauss_newton_precision(J, s))  # (B, m, m)
-    grad = (J.transpose(1, 2) @ ((x - g_c) / s**2).unsqueeze(-1)).squeeze(-1) - centre  # (B, m)
+    grad = (J.transpose(1, 2) @ ((x - gbar) / s**2).unsqueeze(-1)).squeeze(-1) - centre  # (B, m)
     return centre + (L @ (L.transpose(1, 2) @ grad.unsqueeze(-1))).squeeze(-1), L  # c + H'^-1 grad
 
 
 class WarmGrids(torch.nn.Module):
-    """Per-training-point Gaussians q_b = N(c_b, L_b L_b^T), tracked across visits (mle-adaptive's rule, and
-    mle-importance's proposal)."""
+    """Per-training-point Gaussians q_b = N(c_b, L_b L_b^T) for adaptive Gauss-Hermite, tracked across visits."""
 
     def __init__(self, n_train: int, m: int):
         super().__init__()

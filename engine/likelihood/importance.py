@@ -40,17 +40,13 @@ class GaussianProposal:
             z = torch.where(pick < self.defensive, prior, z)
         return z
 
-    def gaussian_log_prob(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """log N(z; mean, L L^T) of the Gaussian component and the standardised u = L^-1 (z - mean):
-        (B, K, m) -> (B, K), (B, K, m)."""
-        diff = z - self.mean.unsqueeze(1)  # (B, K, m)
-        u = torch.linalg.solve_triangular(self.chol, diff.transpose(1, 2), upper=False).transpose(1, 2)
-        log_det = torch.diagonal(self.chol, dim1=-2, dim2=-1).log().sum(-1, keepdim=True)
-        return log_prior(u) - log_det, u
-
     def log_prob(self, z: Tensor) -> Tensor:
         """(B, K, m) -> (B, K)."""
-        lq = self.gaussian_log_prob(z)[0]
+        diff = z - self.mean.unsqueeze(1)  # (B, K, m)
+        sol = torch.linalg.solve_triangular(self.chol, diff.transpose(1, 2), upper=False)  # (B, m, K)
+        log_det = torch.diagonal(self.chol, dim1=-2, dim2=-1).log().sum(-1, keepdim=True)
+        m = z.shape[-1]
+        lq = -0.5 * sol.pow(2).sum(1) - log_det - 0.5 * m * math.log(2 * math.pi)
         if self.defensive > 0:
             a = self.defensive
             lq = torch.logaddexp(lq + math.log1p(-a), log_prior(z) + math.log(a))

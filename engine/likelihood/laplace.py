@@ -3,8 +3,7 @@
 Maximises log p(x, z) = -1/2 ||(x - g(z)) / sigma||^2 - 1/2 ||z||^2 + const by damped Gauss-Newton:
     H = J^T S^-1 J + I,   step = H^-1 (J^T S^-1 (x - g(z)) - z),   J = dg/dz (n x m), S = diag sigma^2.
 H is the Gauss-Newton precision (positive definite, exact for linear g); N(mode, H^-1) is the Laplace
-approximation: the scorer's importance proposal, and the per-point Gaussian of mle-adaptive and
-mle-importance on a point's first visit (`adaptive.WarmGrids`).
+approximation: the importance proposal, and adaptive quadrature's Gaussian on a point's first visit.
 """
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ from torch import Tensor
 from ..model import LatentGaussianModel, log_joint, log_likelihood, log_prior
 from .quadrature import hermite_grid
 
-RESTART_EVERY = 32  # steps between searches among the candidate starts (adaptive.WarmGrids)
-FIRST_VISIT_STEPS = 4  # Gauss-Newton steps of the Laplace fit on a point's first visit (adaptive.WarmGrids)
+RESTART_EVERY = 32  # visits (WarmLaplace) or steps (adaptive.WarmGrids) between searches among the candidate starts
+FIRST_VISIT_STEPS = 4  # Gauss-Newton steps on a point's first visit (WarmLaplace's later visits: one)
 SEARCH_ROWS = 2**15  # decoder rows of one pass of the search among the candidate starts
 
 
@@ -128,3 +127,42 @@ def candidate_starts(m: int) -> Tensor:
     if m <= 2:
         return hermite_grid(m, {1: 16, 2: 7}[m], dtype=torch.float32)[0]
     return torch.randn(128, m, generator=torch.Generator().manual_seed(0))
+
+
+class WarmLaplace(torch.nn.Module):
+    """Per-training-point Laplace approximations, tracked across visits as theta moves.
+
+    A visit takes one Gauss-Newton step from the point's stored mode (FIRST_VISIT_STEPS on its first
+    visit), computing g, its Jacobian and the precision H in one pass; the approximation returned is
+    N(new mode, H^-1) with H from that pass, one step behind the mode (both exact for linear g). On the
+    first visit, and for the whole batch when `search` (every RESTART_EVERY steps: about every
+    RESTART_EVERY visits of a point, in one batched pass), the step starts from the best of the stored
+    mode and the candidate starts, so that a point can move to a higher posterior mode as theta changes.
+    """
+
+    def __init__(self, n_train: int, m: int):
+        super().__init__()
+        self.register_buffer("candidates", candidate_starts(m))  # (C, m)
+        self.register_buffer("modes", torch.zeros(n_train, m))  # (N_train, m)
+        self.register_buffer("seen", torch.zeros(n_train, dtype=torch.bool))  # (N_train,) visited before
+
+    @torch.no_grad()
+    def update(self, model: LatentGaussianModel, x: Tensor, idx: Tensor, search: bool) -> tuple[Tensor, Tensor]:
+        """Refresh the approximations of rows `idx` under the current model: returns mode (B, m), chol (B, m, m)."""
+        z = self.modes[idx].to(x.dtype)
+        first = ~self.seen[idx]
+        rows = torch.arange(len(idx), device=idx.device) if search else first.nonzero().squeeze(1)
+        for part in search_chunks(rows, self.candidates):
+            z[part] = best_start(model, x[part], z[part], self.candidates.to(x.dtype))
+        rows = first.nonzero().squeeze(1)
+        if rows.numel():
+            z[rows] = find_modes(model, x[rows], z[rows], FIRST_VISIT_STEPS - 1)
+        mode, H = gauss_newton_step(model, x, z)
+        self.modes[idx] = mode.to(self.modes.dtype)
+        self.seen[idx] = True
+        return mode, covariance_cholesky(H)
+
+    def stored_modes(self, rows: int) -> Tensor:
+        """The stored modes of the first `rows` training points (what the live plots show)."""
+        return self.modes[:rows]
+
