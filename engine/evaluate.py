@@ -47,10 +47,16 @@ def row_width(model: LatentGaussianModel) -> int:
     return max(widths)
 
 
-def mean_in_passes(model: LatentGaussianModel, z: torch.Tensor) -> torch.Tensor:
-    """g(z) for z (R, m) in passes of rows whose activations take at most PASS_BYTES: -> (R, n)."""
+def mean_in_passes(model: LatentGaussianModel, z: torch.Tensor, should_stop: StopFn | None = None) -> torch.Tensor:
+    """g(z) for z (R, m) in passes of rows whose activations take at most PASS_BYTES: -> (R, n).
+    `should_stop()` is asked before each pass, and True raises ScoringStopped."""
     rows = max(1, PASS_BYTES // (16 * row_width(model)))
-    return model.mean(z) if z.shape[0] <= rows else torch.cat([model.mean(c) for c in z.split(rows)])
+    parts = []
+    for c in z.split(rows) if z.shape[0] > rows else (z,):
+        if should_stop is not None and should_stop():
+            raise ScoringStopped
+        parts.append(model.mean(c))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def chunk_points(model: LatentGaussianModel, draws: int) -> int:

@@ -43,7 +43,7 @@ from .config import EstimatorConfig, resolved_nodes
 from .estimators.mcem import MonteCarloEM
 from .estimators.vae import draw_latents, elbo_terms, iwae_bound_at, log_q
 from .estimators.vae import log_weights as vae_log_weights
-from .evaluate import as_float64, mean_in_passes
+from .evaluate import ScoringStopped, StopFn, as_float64, mean_in_passes
 from .likelihood.adaptive import refined_gaussian
 from .likelihood.diagnostics import effective_sample_size
 from .likelihood.importance import DEFENSIVE_WEIGHT, GaussianProposal, log_mean_exp, proposal_draws
@@ -68,11 +68,13 @@ SCAN_NODES = {1: 4001, 2: 201}  # the coarse scan for mass away from the mode
 FINE_NODES = {1: 2001, 2: 201}  # the integration grid's first node count per axis (then doubled)
 FINE_CAP = {1: 64001, 2: 801}
 CHAIN_TRANSITIONS = 3000  # of the posterior view's chain (mle-mcem), burn-in included about
+STOP_TRANSITIONS = 100  # of the view's chain between two calls of should_stop
 EXACT_TOL = 1e-9  # nats: the exact log p(x) settles to this, within FINE_CAP
 SHOWN_NODES = {1: 1001, 2: 161}
 REFINEMENTS = 5  # of the Laplace fit by the adaptive rule's own nodes, as training's visits refine it
 ELBO_DRAWS = 4096  # draws of the ELBO's Monte Carlo term for one point
-IWAE_REPEATS = 256  # sets of K draws averaged for the IWAE_K bound itself
+IWAE_REPEATS = 256  # sets of K draws averaged for the IWAE_K bound itself (fewer where K is large: IWAE_DRAWS)
+IWAE_DRAWS = 2**18  # draws of those sets at most
 
 
 # ----------------------------------------------------------------------------------------------- records
@@ -136,7 +138,8 @@ class EncoderQ(Approximation):
     weights: np.ndarray | None = None  # (K,)
     density: np.ndarray | None = None  # (K,) the exact p(z_k | x)
     ess: float | None = None
-    iwae_bound: float | None = None  # mean log (1/K) Σ w_k over IWAE_REPEATS sets (`estimate`: the drawn set's)
+    iwae_bound: float | None = None  # mean log (1/K) Σ w_k over `iwae_sets` sets (`estimate`: the drawn set's)
+    iwae_sets: int = 0  # IWAE_REPEATS, or IWAE_DRAWS // K where that is fewer
 
 
 @dataclass
@@ -177,9 +180,10 @@ class ExactPosterior:
 
 
 # ----------------------------------------------------------------------------------------- the exact side
-def _log_joint_rows(model: LatentGaussianModel, x: Tensor, z: Tensor) -> Tensor:
-    """log p(x, z) for one point x (1, n) at many z (R, m) -> (R,), through the model in passes."""
-    return log_likelihood(x, mean_in_passes(model, z), model.sigma()) + log_prior(z)
+def _log_joint_rows(model: LatentGaussianModel, x: Tensor, z: Tensor, should_stop: StopFn | None = None) -> Tensor:
+    """log p(x, z) for one point x (1, n) at many z (R, m) -> (R,), through the model in passes (`should_stop`
+    asked before each)."""
+    return log_likelihood(x, mean_in_passes(model, z, should_stop), model.sigma()) + log_prior(z)
 
 
 def _box_grid(lo: np.ndarray, hi: np.ndarray, nodes: int) -> tuple[list[Tensor], Tensor, float]:
@@ -216,11 +220,11 @@ def locate(model: LatentGaussianModel, x: Tensor) -> tuple[Tensor, Tensor]:
 @torch.no_grad()
 def exact_posterior(model: LatentGaussianModel, x: np.ndarray | Tensor, marks: np.ndarray | None = None,
                     tol: float = EXACT_TOL, shown_nodes: int | None = None,
-                    located: tuple[Tensor, Tensor] | None = None) -> ExactPosterior:
+                    located: tuple[Tensor, Tensor] | None = None, should_stop: StopFn | None = None) -> ExactPosterior:
     """p(z | x) of one point on a grid over its mass (m = 1 or 2) and log p(x) (module docstring).
 
     `marks` (P, m): points the grid shown must hold (the estimator's nodes or draws that carry weight);
-    `located`: `locate(model, x)` when the caller has it already."""
+    `located`: `locate(model, x)` when the caller has it already; `should_stop()` True raises ScoringStopped."""
     model = as_float64(model)
     m = model.m
     if m > 2:
@@ -235,7 +239,7 @@ def exact_posterior(model: LatentGaussianModel, x: np.ndarray | Tensor, marks: n
     # 1. where is the mass? the Laplace box, and whatever a coarse scan of the prior's region (and the mode's) finds
     lo, hi = np.minimum(-8.0, mu - 10 * sd), np.maximum(8.0, mu + 10 * sd)
     _, z, _ = _box_grid(lo, hi, SCAN_NODES[m])
-    lj = _log_joint_rows(model, xt, z)  # (S,)
+    lj = _log_joint_rows(model, xt, z, should_stop)  # (S,)
     peak = max(peak, float(lj.max()))
     step = (hi - lo) / (SCAN_NODES[m] - 1)
     heavy = z[lj >= peak + log_tail].numpy()
@@ -248,7 +252,7 @@ def exact_posterior(model: LatentGaussianModel, x: np.ndarray | Tensor, marks: n
     nodes, change = FINE_NODES[m], math.inf
     for _ in range(40):
         axes, z, log_h = _box_grid(lo, hi, nodes)
-        lj = _log_joint_rows(model, xt, z)  # (nodes^m,)
+        lj = _log_joint_rows(model, xt, z, should_stop)  # (nodes^m,)
         peak = max(peak, float(lj.max()))
         log_px = float(torch.logsumexp(lj, 0)) + log_h
         grown = False
@@ -277,7 +281,7 @@ def exact_posterior(model: LatentGaussianModel, x: np.ndarray | Tensor, marks: n
     pad = 0.12 * np.maximum(s_hi - s_lo, 1e-9)
     shown = shown_nodes or SHOWN_NODES[m]
     axes, z, _ = _box_grid(s_lo - pad, s_hi + pad, shown)
-    density = (_log_joint_rows(model, xt, z) - log_px).exp().reshape((shown,) * m)
+    density = (_log_joint_rows(model, xt, z, should_stop) - log_px).exp().reshape((shown,) * m)
     return ExactPosterior([a.numpy() for a in axes], density.numpy(), log_px, mu, nodes, change)
 
 
@@ -350,7 +354,8 @@ def importance_draws(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig
 
 @torch.no_grad()
 def chain_states(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig, seed: int = 0, visits: int = 150,
-                 burn_in: int = 30, located: tuple[Tensor, Tensor] | None = None) -> ChainStates:
+                 burn_in: int = 30, located: tuple[Tensor, Tensor] | None = None,
+                 should_stop: StopFn | None = None) -> ChainStates:
     """mle-mcem: the run's sampler (`engine.estimators.mcem.MonteCarloEM`: MALA or HMC, `mcmc_steps`
     transitions per visit, `leapfrog_steps`, the step size adapted towards `target_accept`) on this point,
     started at its mode; `burn_in` visits, then the states after each of `visits` visits, at most
@@ -364,10 +369,15 @@ def chain_states(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig, se
     idx = torch.zeros(1, dtype=torch.long)
     states, accepts = [], []
     for t in range(burn_in + visits):
-        logs = sampler.objective(x, idx, t).logs
+        accepted = 0.0
+        for done in range(0, est.mcmc_steps, STOP_TRANSITIONS):  # a visit in parts, each after a should_stop
+            if should_stop is not None and should_stop():
+                raise ScoringStopped
+            sampler.mcmc_steps = min(STOP_TRANSITIONS, est.mcmc_steps - done)  # the same chain as in one part
+            accepted += sampler.objective(x, idx, t).logs["accept"] * sampler.mcmc_steps
         if t >= burn_in:
             states.append(sampler.chains[0].clone())
-            accepts.append(logs["accept"])
+            accepts.append(accepted / est.mcmc_steps)
     z = torch.stack(states).numpy()  # (T, m)
     histogram = None
     if model.m == 1:
@@ -386,7 +396,8 @@ def chain_states(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig, se
 def encoder_q(model: LatentGaussianModel, encoder: Encoder, x: Tensor, est: EstimatorConfig,
               seed: int = 0) -> EncoderQ:
     """vae, iwae: the encoder's q(z | x) and the ELBO (`engine.estimators.vae`); for iwae K draws from q, their
-    weights, ESS, the drawn set's log (1/K) Σ w_k and the IWAE_K bound (its mean over IWAE_REPEATS sets)."""
+    weights, ESS, the drawn set's log (1/K) Σ w_k and the IWAE_K bound (its mean over IWAE_REPEATS sets, or as
+    many as IWAE_DRAWS draws hold)."""
     enc = as_float64(encoder).cpu()
     gen = torch.Generator().manual_seed(seed)
     rec, kl = elbo_terms(model, x, draw_latents(enc, x, ELBO_DRAWS, gen))
@@ -402,19 +413,22 @@ def encoder_q(model: LatentGaussianModel, encoder: Encoder, x: Tensor, est: Esti
     K = est.samples
     d = draw_latents(enc, x, K, gen)  # (1, K, m)
     lw = vae_log_weights(model, x, d)[0]  # (K,)
-    xr = x.expand(IWAE_REPEATS, -1)
+    sets = max(1, min(IWAE_REPEATS, IWAE_DRAWS // K))
+    xr = x.expand(sets, -1)
     bound = float(iwae_bound_at(model, xr, draw_latents(enc, xr, K, gen)).mean())
     return EncoderQ(estimator=est.name, estimate=float(log_mean_exp(lw)), estimate_name=f"IWAE_{K}",
                     mean=mu[0].numpy(), scale=s.numpy(), elbo=elbo, levels=levels, draws=d.z[0].numpy(),
                     weights=torch.softmax(lw, 0).numpy(), density=np.zeros(0),
-                    ess=float(effective_sample_size(lw.numpy()[None])[0]), iwae_bound=bound,
+                    ess=float(effective_sample_size(lw.numpy()[None])[0]), iwae_bound=bound, iwae_sets=sets,
                     note=f"the encoder's q(z | x) and K = {K} draws from it, area ∝ normalised weight")
 
 
 def approximation(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig, encoder: Encoder | None = None,
-                  seed: int = 0, located: tuple[Tensor, Tensor] | None = None) -> Approximation:
+                  seed: int = 0, located: tuple[Tensor, Tensor] | None = None,
+                  should_stop: StopFn | None = None) -> Approximation:
     """The record of how the estimator `est.name` approximates log p(x) for the point x (1, n); `located`:
-    `locate(model, x)` when the caller has it already."""
+    `locate(model, x)` when the caller has it already; `should_stop()` (asked between the chain's visits)
+    True raises ScoringStopped."""
     if est.name == "mle-quadrature":
         return quadrature_nodes(model, x, est)
     if est.name == "mle-adaptive":
@@ -422,7 +436,7 @@ def approximation(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig, e
     if est.name == "mle-importance":
         return importance_draws(model, x, est, seed, located)
     if est.name == "mle-mcem":
-        return chain_states(model, x, est, seed, located=located)
+        return chain_states(model, x, est, seed, located=located, should_stop=should_stop)
     if encoder is None:
         raise ValueError(f"{est.name} needs the run's encoder")
     return encoder_q(model, encoder, x, est, seed)
@@ -445,16 +459,17 @@ def _marks(a: Approximation) -> np.ndarray | None:
 @torch.no_grad()
 def point_posterior(decoder: LatentGaussianModel, x: np.ndarray, est: EstimatorConfig,
                     encoder: Encoder | None = None, *, seed: int = 0, index: int = 0,
-                    label: str = "") -> PointPosterior:
+                    label: str = "", should_stop: StopFn | None = None) -> PointPosterior:
     """The exact posterior of one point x (n,) on a grid that holds its mass, the exact log p(x), and the
-    record of how the run's estimator approximates it (with the exact density at its marks)."""
+    record of how the run's estimator approximates it (with the exact density at its marks).
+    `should_stop()` is asked between passes through the model: True raises ScoringStopped."""
     model = as_float64(decoder)
     if isinstance(model, torch.nn.Module):
         model = model.cpu()
     xt = torch.as_tensor(np.asarray(x), dtype=F64).reshape(1, -1)
     located = locate(model, xt)  # the highest mode's Laplace approximation: one global search, for both sides
-    a = approximation(model, xt, est, encoder, seed, located)
-    post = exact_posterior(model, xt, _marks(a), located=located)
+    a = approximation(model, xt, est, encoder, seed, located, should_stop)
+    post = exact_posterior(model, xt, _marks(a), located=located, should_stop=should_stop)
     for name in ("nodes", "draws", "states"):  # the exact p(z | x) at the marks, to draw them on its curve
         points = getattr(a, name, None)
         if points is not None:

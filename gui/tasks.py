@@ -17,8 +17,8 @@ import torch
 
 from engine.alignment import ManifoldView, fitted_manifold_view, latent_grid, manifold
 from engine.config import DecoderConfig, EstimatorConfig, RunConfig, SimulationConfig, TrainingConfig
-from engine.evaluate import heldout_loglik
-from engine.integral import point_posterior
+from engine.evaluate import ScoringStopped, heldout_loglik
+from engine.integral import PointPosterior, point_posterior
 from engine.latents import LatentMap
 from engine.networks import Decoder, Encoder, build_decoder
 from engine.progress import Progress, ScoringProgress
@@ -328,9 +328,14 @@ def sample(model: Any, count: int, seed: int, label: str, latent_map: LatentMap 
 def posterior(decoder: Decoder, encoder: Encoder | None, estimator: EstimatorConfig, x: np.ndarray, index: int,
               label: str, seed: int = 0) -> Task:
     """p(z | x_i) on a grid over its mass, the exact log p(x_i), and how the run's estimator approximates it
-    (`engine.integral.point_posterior`; seeded draws)."""
-    return lambda report, should_stop: point_posterior(decoder, x, estimator, encoder, seed=seed, index=index,
-                                                       label=label)
+    (`engine.integral.point_posterior`; seeded draws); None when stopped (Quit)."""
+    def task(report: ProgressFn, should_stop: StopFn) -> PointPosterior | None:
+        try:
+            return point_posterior(decoder, x, estimator, encoder, seed=seed, index=index, label=label,
+                                   should_stop=should_stop)
+        except ScoringStopped:
+            return None
+    return task
 
 
 def save_trained_run(result: RunResult, folder: str) -> Task:

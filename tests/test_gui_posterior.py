@@ -6,6 +6,7 @@ decoders, and one tiny run goes through the window."""
 from __future__ import annotations
 
 import os
+import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -188,6 +189,32 @@ def test_the_window_computes_the_posterior_of_the_selected_run(qtbot: Any, tmp_p
     np.testing.assert_allclose(r.x, w.session.data.dataset.x[7])
     assert "mle-adaptive, 6 nodes" in w.posterior_view.info.text()
     w.close()
+
+
+def test_quit_during_the_posterior_stops_it(qtbot: Any, tmp_path: Path) -> None:
+    """Closing the window while the posterior view computes (here a long MCMC chain) stops that task between
+    two passes: the window closes, nothing fails and no posterior is shown."""
+    w = MainWindow(Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.controller.kind == "warmup" and not w.controller.busy, timeout=TIMEOUT_MS)
+    cfg = tiny_config(steps=5, eval_every=10)
+    cfg.estimator.name = "mle-mcem"
+    w.apply_config(cfg)
+    with qtbot.waitSignal(w.controller.finished, timeout=TIMEOUT_MS):
+        w.start_action.trigger()
+    w.session.selected_record().config.estimator.mcmc_steps = 100_000  # the view's chain: minutes, unstopped
+    failures: list[tuple[str, str]] = []
+    w.controller.failed.connect(lambda message, details: failures.append((message, details)))
+    w.side_tabs.setCurrentWidget(w.posterior_view)
+    w.posterior_view.button.click()
+    qtbot.waitUntil(lambda: w.controller.busy and w.controller.kind == "posterior", timeout=5000)
+    qtbot.wait(300)  # well into the chain
+    start = time.perf_counter()
+    w.close()
+    assert time.perf_counter() - start < 5.0  # within a part of the chain (100 transitions), not a visit's minute
+    assert not w.controller.busy and not failures
+    assert w.posterior_view.result is None
 
 
 def test_q_contours_lie_where_q_is(qtbot: Any, view: PosteriorView) -> None:

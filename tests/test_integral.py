@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from engine import integral
 from engine.config import DecoderConfig, EstimatorConfig
+from engine.evaluate import ScoringStopped
 from engine.integral import (
     CHAIN_TRANSITIONS,
+    IWAE_DRAWS,
+    IWAE_REPEATS,
     ChainStates,
     EncoderQ,
     ImportanceDraws,
@@ -292,3 +296,49 @@ def test_a_chain_with_many_transitions_a_visit_is_shown_within_a_bounded_budget(
     a = point_posterior(linear_decoder(A, b, 0.3), x, est, seed=1).approximation
     assert isinstance(a, ChainStates)
     assert a.transitions + a.burn_in <= max(CHAIN_TRANSITIONS, 6 * est.mcmc_steps) and len(a.states) == 5
+
+
+def test_a_large_k_iwae_bound_is_averaged_over_as_many_sets_as_the_draw_cap_holds() -> None:
+    """K = 100 000 (allowed) times 256 sets would be 25.6 million decoder rows: the sets shrink to the cap."""
+    A, b, x = problem(2, 1, 0.2, seed=9)
+    log_px = gaussian_reference(A, b, 0.2, x)[0]
+    dec, enc = linear_decoder(A, b, 0.2), exact_encoder(A, b, 0.2)
+    for K, sets in ((16, IWAE_REPEATS), (IWAE_DRAWS // 2, 2), (2 * IWAE_DRAWS, 1)):
+        a = point_posterior(dec, x, EstimatorConfig(name="iwae", samples=K), enc).approximation
+        assert a.iwae_sets == sets and a.draws.shape == (K, 1)
+        assert a.iwae_bound == pytest.approx(log_px, abs=1e-8)  # exact q: every set's bound is log p(x)
+
+
+@pytest.mark.parametrize("name", ["mle-mcem", "mle-adaptive", "iwae"])
+def test_the_posterior_stops_when_asked(name: str) -> None:
+    """Quit during the posterior view's computation: `should_stop` is asked as it goes (between the chain's
+    visits and the passes through the model), and True ends it with ScoringStopped, whatever the stage."""
+    A, b, x = problem(2, 1, 0.3, seed=5)
+    dec, enc = linear_decoder(A, b, 0.3), exact_encoder(A, b, 0.3)
+    est = EstimatorConfig(name=name, samples=16)
+    asked = []
+    point_posterior(dec, x, est, enc, should_stop=lambda: asked.append(1) and False)
+    assert len(asked) >= (30 if name == "mle-mcem" else 3)
+    for stop_at in (1, len(asked) // 2, len(asked)):
+        calls: list[int] = []
+
+        def stop(calls: list[int] = calls, stop_at: int = stop_at) -> bool:
+            calls.append(1)
+            return len(calls) >= stop_at
+
+        with pytest.raises(ScoringStopped):
+            point_posterior(dec, x, est, enc, should_stop=stop)
+        assert len(calls) == stop_at
+
+
+def test_the_chain_in_parts_is_the_chain_in_one_visit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The view runs a visit of many transitions in parts (to ask should_stop between them): the same states,
+    acceptance and step size as one call of the training code a visit."""
+    A, b, x = problem(2, 1, 0.3, seed=5)
+    est = EstimatorConfig(name="mle-mcem", mcmc_steps=250)
+    parts = point_posterior(linear_decoder(A, b, 0.3), x, est, seed=2).approximation
+    monkeypatch.setattr(integral, "STOP_TRANSITIONS", 10**9)
+    whole = point_posterior(linear_decoder(A, b, 0.3), x, est, seed=2).approximation
+    np.testing.assert_allclose(parts.states, whole.states, rtol=0, atol=1e-12)
+    assert parts.acceptance == pytest.approx(whole.acceptance, abs=1e-12)
+    assert parts.step_size == pytest.approx(whole.step_size, rel=1e-12)

@@ -79,7 +79,8 @@ def summary(r: PointPosterior) -> str:
     if isinstance(a, EncoderQ) and a.draws is not None:
         K = len(a.draws)
         return (f"{head}{a.estimator}, K = {K}: {a.estimate_name} = {_f(a.estimate)} from these draws "
-                f"({exact}{gap}), {_f(a.iwae_bound)} on average; ELBO {_f(a.elbo)}; ESS {a.ess:.1f} of {K}")
+                f"({exact}{gap}), {_f(a.iwae_bound)} on average over {a.iwae_sets} sets; ELBO {_f(a.elbo)}; "
+                f"ESS {a.ess:.1f} of {K}")
     return f"{head}{a.estimator}: ELBO {_f(a.estimate)} ({exact}{gap})"
 
 
