@@ -168,18 +168,25 @@ def test_an_outliers_posterior_is_shown_where_its_mass_is(qtbot: Any, view: Post
     assert lo <= r.approximation.nodes.min() and r.approximation.nodes.max() <= hi
 
 
-def test_the_window_computes_the_posterior_of_the_selected_run(qtbot: Any, tmp_path: Path) -> None:
+def window_with_a_run(qtbot: Any, tmp_path: Path, estimator: str, steps: int, **est: Any) -> MainWindow:
+    """A window that has trained one tiny run of `estimator`, its posterior tab on show."""
     w = MainWindow(Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)))
     qtbot.addWidget(w)
     w.show()
     qtbot.waitUntil(lambda: w.controller.kind == "warmup" and not w.controller.busy, timeout=TIMEOUT_MS)
-    cfg = tiny_config(steps=20, eval_every=10)
-    cfg.estimator.name = "mle-adaptive"
-    cfg.estimator.nodes = 6
+    cfg = tiny_config(steps=steps, eval_every=10)
+    cfg.estimator.name = estimator
+    for key, value in est.items():
+        setattr(cfg.estimator, key, value)
     w.apply_config(cfg)
     with qtbot.waitSignal(w.controller.finished, timeout=TIMEOUT_MS):
         w.start_action.trigger()
     w.side_tabs.setCurrentWidget(w.posterior_view)
+    return w
+
+
+def test_the_window_computes_the_posterior_of_the_selected_run(qtbot: Any, tmp_path: Path) -> None:
+    w = window_with_a_run(qtbot, tmp_path, "mle-adaptive", 20, nodes=6)
     w.posterior_view.set_index(7)
     with qtbot.waitSignal(w.controller.finished, timeout=TIMEOUT_MS):
         w.posterior_view.button.click()
@@ -194,19 +201,10 @@ def test_the_window_computes_the_posterior_of_the_selected_run(qtbot: Any, tmp_p
 def test_quit_during_the_posterior_stops_it(qtbot: Any, tmp_path: Path) -> None:
     """Closing the window while the posterior view computes (here a long MCMC chain) stops that task between
     two passes: the window closes, nothing fails and no posterior is shown."""
-    w = MainWindow(Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)))
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: w.controller.kind == "warmup" and not w.controller.busy, timeout=TIMEOUT_MS)
-    cfg = tiny_config(steps=5, eval_every=10)
-    cfg.estimator.name = "mle-mcem"
-    w.apply_config(cfg)
-    with qtbot.waitSignal(w.controller.finished, timeout=TIMEOUT_MS):
-        w.start_action.trigger()
+    w = window_with_a_run(qtbot, tmp_path, "mle-mcem", 5)
     w.session.selected_record().config.estimator.mcmc_steps = 100_000  # the view's chain: minutes, unstopped
     failures: list[tuple[str, str]] = []
     w.controller.failed.connect(lambda message, details: failures.append((message, details)))
-    w.side_tabs.setCurrentWidget(w.posterior_view)
     w.posterior_view.button.click()
     qtbot.waitUntil(lambda: w.controller.busy and w.controller.kind == "posterior", timeout=5000)
     qtbot.wait(300)  # well into the chain
