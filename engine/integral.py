@@ -427,8 +427,8 @@ def approximation(model: LatentGaussianModel, x: Tensor, est: EstimatorConfig, e
                   seed: int = 0, located: tuple[Tensor, Tensor] | None = None,
                   should_stop: StopFn | None = None) -> Approximation:
     """The record of how the estimator `est.name` approximates log p(x) for the point x (1, n); `located`:
-    `locate(model, x)` when the caller has it already; `should_stop()` (asked between the chain's visits)
-    True raises ScoringStopped."""
+    `locate(model, x)` when the caller has it already; `should_stop()` (asked every STOP_TRANSITIONS of the
+    chain) True raises ScoringStopped."""
     if est.name == "mle-quadrature":
         return quadrature_nodes(model, x, est)
     if est.name == "mle-adaptive":
