@@ -52,7 +52,7 @@ def mean_in_passes(model: LatentGaussianModel, z: torch.Tensor, should_stop: Sto
     `should_stop()` is asked before each pass, and True raises ScoringStopped."""
     rows = max(1, PASS_BYTES // (16 * row_width(model)))
     parts = []
-    for c in z.split(rows) if z.shape[0] > rows else (z,):
+    for c in z.split(rows):
         if should_stop is not None and should_stop():
             raise ScoringStopped
         parts.append(model.mean(c))

@@ -462,7 +462,8 @@ def point_posterior(decoder: LatentGaussianModel, x: np.ndarray, est: EstimatorC
                     label: str = "", should_stop: StopFn | None = None) -> PointPosterior:
     """The exact posterior of one point x (n,) on a grid that holds its mass, the exact log p(x), and the
     record of how the run's estimator approximates it (with the exact density at its marks).
-    `should_stop()` is asked between passes through the model: True raises ScoringStopped."""
+    `should_stop()` is asked between passes through the model and every STOP_TRANSITIONS of a chain: True
+    raises ScoringStopped."""
     model = as_float64(decoder)
     if isinstance(model, torch.nn.Module):
         model = model.cpu()
