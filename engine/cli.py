@@ -20,8 +20,11 @@ import numpy as np
 
 from .config import (
     ACTIVATIONS,
+    DEFAULT_MAX_STEPS,
+    INITS,
     MIXINGS,
     PREPROCESS,
+    SCHEDULES,
     SIGMOID_KINDS,
     ConfigError,
     RunConfig,
@@ -37,7 +40,7 @@ from .outputs import OutputError, UnitWriter
 from .presets import list_presets, load_preset
 from .progress import Progress, ScoringProgress
 from .runs import RunFileError, Series, dumps, fit, fit_series, load_run, run_files, short
-from .selection import choose_m, estimator_for, select_m_chart, select_m_record, suggest_m
+from .selection import SELECT_M_ESTIMATOR, choose_m, select_m_chart, select_m_record, suggest_m
 from .simulate import Dataset, simulate
 from .storage import DataFileError, load_dataset, save_dataset, unreadable
 from .threads import apply_threads
@@ -120,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
             f.add_argument("--estimator", choices=ESTIMATORS, default=None, help="training objective")
         elif name == "select-m":
             f.add_argument("--estimator", choices=ESTIMATORS, default=None,
-                           help="training objective for every m (default: by m, mle-adaptive for m <= 3, "
-                           "mle-importance above)")
+                           help=f"training objective for every m (default {SELECT_M_ESTIMATOR}, one family for "
+                           "all m)")
             f.add_argument("--max-m", type=int, help="largest m tried (default min(n - 1, 6), at least 1)")
         else:
             f.add_argument("--estimators", default="mle-adaptive,mle-importance,vae,iwae",
@@ -132,9 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
                            "the PPCA suggestion, said on stderr)")
         f.add_argument("--hidden", type=_int_list, help="decoder hidden widths, e.g. 64,64 ('' = linear)")
         f.add_argument("--activation", choices=ACTIVATIONS, help="decoder activation")
-        f.add_argument("--steps", type=int, help="training steps (with --time-limit: whichever ends first)")
+        f.add_argument("--steps", type=int, help="step cap (default: train until converged, at most "
+                       f"{DEFAULT_MAX_STEPS} steps; with --time-limit: whichever ends first)")
         f.add_argument("--time-limit", type=float, metavar="SECONDS",
-                       help="stop training after this many seconds; the learning-rate schedule ends with it")
+                       help="time cap in seconds (alone: no step cap); the run still ends when it converges")
+        f.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule: plateau (default: halved "
+                       "when the held-out estimate stalls, converged at 1/32), cosine (laid over --steps or "
+                       "--time-limit, runs to the cap) or constant")
+        f.add_argument("--tol", type=float, help="convergence tolerance in nats per point over the window of "
+                       "--patience evaluations (default 0.001)")
+        f.add_argument("--patience", type=int, help="held-out evaluations in the convergence window (default 5; "
+                       "0: never converged, train to the cap)")
+        f.add_argument("--init", choices=INITS, help="start: ppca (default: the closed-form linear fit of the "
+                       "model's m, so a fit starts at PPCA's score) or random")
         f.add_argument("--threads", type=_threads, help="torch intra-op threads: auto (default) or N")
         f.add_argument("--batch-size", type=int, help="minibatch size")
         f.add_argument("--lr", type=float, help="Adam learning rate")
@@ -255,10 +268,13 @@ def _run_config(a: argparse.Namespace, data: Dataset, estimator: str | None) -> 
         dec["sigma_min"] = a.sigma_min
     if a.preprocess is not None:
         dec["preprocess"] = a.preprocess
+    if a.init is not None:
+        dec["init"] = a.init
     est = {k: v for k, v in (("name", estimator), ("nodes", a.nodes), ("samples", a.samples)) if v is not None}
     tr = {k: v for k, v in (("steps", a.steps), ("batch_size", a.batch_size), ("lr", a.lr),
                             ("val_fraction", a.val_fraction), ("device", a.device), ("seed", a.seed),
-                            ("time_limit", a.time_limit), ("threads", a.threads))
+                            ("time_limit", a.time_limit), ("threads", a.threads), ("schedule", a.schedule),
+                            ("tol", a.tol), ("patience", a.patience))
           if v is not None}
     cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, **dec),
                               estimator=dataclasses.replace(cfg.estimator, **est),
@@ -285,14 +301,17 @@ def data_m(data: Dataset, path: str) -> tuple[int, str | None]:
 
 
 class _Progress:
-    """A terminal progress bar (tqdm on stderr) fed by the run's progress records: in steps, or in seconds
-    when the run has a time limit; then the scoring's share done."""
+    """A terminal progress bar (tqdm on stderr) fed by the run's progress records: in steps of an explicit step
+    cap, in seconds of a time limit, else a step counter (a run until converged has no known end); then the
+    scoring's share done. The postfix shows the held-out estimate, the learning rate's cuts and the last
+    convergence window's gain."""
 
-    def __init__(self, steps: int, time_limit: float | None, label: str, quiet: bool):
+    def __init__(self, steps: int | None, time_limit: float | None, label: str, quiet: bool):
         from tqdm import tqdm
 
-        self.total = steps if time_limit is None else time_limit
-        self.bar = None if quiet else tqdm(total=self.total, desc=label, unit="step" if time_limit is None else "s",
+        self.total = time_limit if time_limit is not None else steps
+        self.by_time = time_limit is not None
+        self.bar = None if quiet else tqdm(total=self.total, desc=label, unit="s" if self.by_time else "step",
                                            file=sys.stderr, dynamic_ncols=True)
 
     def __call__(self, p: Progress) -> None:
@@ -301,10 +320,14 @@ class _Progress:
         if isinstance(p, ScoringProgress):
             self.bar.set_postfix_str(f"scoring held-out points {100 * p.fraction:.0f} %", refresh=True)
             return
-        self.bar.n = round(p.fraction * self.total, 1)
+        self.bar.n = p.step if self.total is None else round(p.fraction * self.total, 1)
         post = {"step": p.step, "obj": f"{p.objective:.4f}", "sigma": f"{float(np.mean(p.sigma)):.4g}"}
         if np.isfinite(p.heldout):
             post["heldout"] = f"{p.heldout:.4f}"
+        if p.lr_cuts:
+            post["lr"] = f"1/{2 ** len(p.lr_cuts)}"
+        if np.isfinite(p.window_gain):
+            post["gain"] = f"{p.window_gain:.4f}"
         self.bar.set_postfix(post, refresh=True)
 
     def close(self) -> None:
@@ -368,7 +391,26 @@ def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, writer: UnitWr
     finally:
         bar.close()
     writer.write(run_files(result))
+    if not quiet and result.status in ("converged", "cap_reached"):
+        print(convergence_line(result), file=sys.stderr)
     return result
+
+
+def convergence_line(result: RunResult) -> str:
+    """The one line that says whether a run converged: where and how long, or (like scikit-learn's
+    ConvergenceWarning) that it ended at a cap, and the flag that raises it."""
+    name, tc = result.config.estimator.name, result.config.training
+    if result.status == "converged":
+        return f"{name}: converged at step {result.convergence.get('converged_at')} in {result.wall_time:.1f} s"
+    if tc.schedule == "cosine":
+        return f"{name}: ran to its cap ({result.steps_done} steps, {result.wall_time:.1f} s; the cosine schedule " \
+               "is not tested for convergence)"
+    by_time = tc.time_limit is not None and (tc.max_steps is None or result.steps_done < tc.max_steps)
+    flag = f"--time-limit (now {tc.time_limit:g} s)" if by_time else f"--steps (now {tc.max_steps})"
+    gain = result.convergence.get("last_window_gain")
+    still = "" if gain is None or not math.isfinite(gain) else f", still gaining {gain:.4f} nats/point a window"
+    return f"{name}: warning: NOT converged: cap reached at step {result.steps_done} ({result.wall_time:.1f} s" \
+           f"{still}); raise {flag}"
 
 
 def _check_test(data: Dataset, test: Dataset | None, path: str | None) -> None:
@@ -491,7 +533,7 @@ def cmd_select_m(a: argparse.Namespace) -> int:
     named = []
     for m in range(1, top + 1):
         a.m = m
-        named.append((f"m{m}", _run_config(a, data, a.estimator or estimator_for(m))))  # all validated first
+        named.append((f"m{m}", _run_config(a, data, a.estimator or SELECT_M_ESTIMATOR)))  # all validated first
     stop = _CtrlC()
     with UnitWriter(a.out, overwrite=a.overwrite, kind="select-m") as out:
         series = _fit_many(named, data, test, out, a.quiet, stop)

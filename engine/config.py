@@ -23,7 +23,8 @@ SAMPLERS = ("langevin", "hmc")
 SIGMA_MODES = ("shared", "per_dim")
 PREPROCESS = ("none", "center", "standardize")
 VAE_SIGMA_UPDATES = ("learned", "closed_form")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("plateau", "cosine", "constant")
+INITS = ("ppca", "random")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -124,6 +125,8 @@ class DecoderConfig:
     sigma_init: float | None = None  # None: half the data's mean standard deviation
     sigma_min: float | None = None  # floor; None: 1e-3 times the data's mean standard deviation; 0: none
     preprocess: str = "none"  # none | center | standardize: g and sigma act on (x - shift) / scale (networks.py)
+    init: str = "ppca"  # ppca: start at the closed-form linear fit of this m (networks.start_linear); random
+
 
     def validate(self, prefix: str = "decoder") -> None:
         _int_in(f"{prefix}.m", self.m, 1, 100)
@@ -131,6 +134,7 @@ class DecoderConfig:
         _choice(f"{prefix}.activation", self.activation, ACTIVATIONS)
         _choice(f"{prefix}.sigma_mode", self.sigma_mode, SIGMA_MODES)
         _choice(f"{prefix}.preprocess", self.preprocess, PREPROCESS)
+        _choice(f"{prefix}.init", self.init, INITS)
         _bool(f"{prefix}.learn_sigma", self.learn_sigma)
         if self.sigma_init is not None:
             _real_in(f"{prefix}.sigma_init", self.sigma_init, 0.0, 1e3, open_lo=True)
@@ -175,28 +179,39 @@ class EstimatorConfig:
         _choice(f"{prefix}.vae_sigma", self.vae_sigma, VAE_SIGMA_UPDATES)
 
 
+DEFAULT_MAX_STEPS = 100_000  # the step cap of a run given neither steps nor a time limit
+
+
 @dataclass
 class TrainingConfig:
-    """The one training loop: optimiser, budget, validation split, device and seed."""
+    """The one training loop: optimiser, when it stops, validation split, device and seed.
 
-    steps: int = 2000
+    A run stops when it has converged (trainer.Convergence: the held-out estimate gained less than `tol`
+    nats per point over `patience` evaluations at the plateau schedule's smallest learning rate), or at a cap:
+    `steps`, `time_limit`, whichever comes first; with neither, DEFAULT_MAX_STEPS steps. The cosine schedule is
+    laid over the caps and runs to them (it needs one)."""
+
+    steps: int | None = None  # step cap; None: DEFAULT_MAX_STEPS without a time limit, none with one
     batch_size: int = 256
     lr: float = 3e-3
-    schedule: str = "cosine"
+    schedule: str = "plateau"  # plateau: lr halved after `patience` evaluations without gain | cosine | constant
+    tol: float = 1e-3  # nats per point: a smaller gain of the held-out estimate over the window is no gain
     val_fraction: float = 0.2
-    eval_every: int = 100  # held-out log-likelihood every this many steps
-    patience: int = 0  # early stopping after this many evaluations without improvement; 0: off
+    eval_every: int = 200  # held-out log-likelihood every this many steps
+    patience: int = 10  # evaluations in the convergence test's window; 0: no test (train to the cap, keep the last state)
     snapshot_every: int = 25  # progress callback every this many steps (capped at trainer.MAX_PROGRESS_RATE a second)
-    time_limit: float | None = None  # seconds of training; the cosine schedule ends with it; None: steps only
+    time_limit: float | None = None  # time cap in seconds; the cosine schedule ends with it
     threads: int = 0  # torch intra-op threads; 0: auto (engine/threads.py)
     device: str = "auto"
     seed: int = 0
 
     def validate(self, prefix: str = "training") -> None:
-        _int_in(f"{prefix}.steps", self.steps, 1, 10_000_000)
+        if self.steps is not None:
+            _int_in(f"{prefix}.steps", self.steps, 1, 10_000_000)
         _int_in(f"{prefix}.batch_size", self.batch_size, 1, 1_000_000)
         _real_in(f"{prefix}.lr", self.lr, 0.0, 10.0, open_lo=True)
         _choice(f"{prefix}.schedule", self.schedule, SCHEDULES)
+        _real_in(f"{prefix}.tol", self.tol, 0.0, 1e3)
         _real_in(f"{prefix}.val_fraction", self.val_fraction, 0.0, 0.9)
         _int_in(f"{prefix}.eval_every", self.eval_every, 1, 10_000_000)
         _int_in(f"{prefix}.patience", self.patience, 0, 100_000)
@@ -206,6 +221,16 @@ class TrainingConfig:
         _int_in(f"{prefix}.threads", self.threads, 0, 1024)
         _choice(f"{prefix}.device", self.device, DEVICES)
         _int_in(f"{prefix}.seed", self.seed, 0, 2**63 - 1)
+        if self.schedule == "cosine" and self.steps is None and self.time_limit is None:
+            raise ConfigError(f"{prefix}.schedule", self.schedule, "the cosine schedule is laid over a budget: "
+                              "set training.steps or training.time_limit, or take the plateau schedule")
+
+    @property
+    def max_steps(self) -> int | None:
+        """The step cap in force: `steps`, else DEFAULT_MAX_STEPS when there is no time limit either."""
+        if self.steps is not None:
+            return self.steps
+        return DEFAULT_MAX_STEPS if self.time_limit is None else None
 
 
 @dataclass

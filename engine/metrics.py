@@ -85,6 +85,7 @@ def score_run(result: RunResult, data: Dataset, test: Dataset | None = None,
         "n_heldout": n_heldout, **sigma_report(result.decoder), "sigma_min": result.decoder.sigma_min,
         "sigma_at_floor": result.decoder.at_floor(), "estimator": result.config.estimator.name,
         "status": result.status, "steps": result.steps_done, "wall_time": result.wall_time, "warnings": [],
+        "convergence": result.convergence,
     }
     if test is None and np.array_equal(result.heldout_idx, result.train_idx):
         out["warnings"].append("no held-out points (val_fraction = 0 and no test set): scored on the training "
@@ -132,17 +133,25 @@ def score_run(result: RunResult, data: Dataset, test: Dataset | None = None,
         out["warnings"].append("scoring stopped by the user: the held-out metrics are missing; "
                                "`evaluate --run RUN_DIR --data FILE` scores the saved run's log-likelihood")
         return out
-    m = result.decoder.m
-    if m < data.n:
-        try:  # the best linear model on the same columns: standardised ones when the run standardised
-            dec = result.decoder
-            s = dec.data_scale.double().cpu().numpy() if dec.preprocess == "standardize" else np.ones(data.n)
-            pp = ppca_mle(data.x[result.train_idx] / s, m)
-            out["ppca_heldout_loglik"] = float(gaussian_loglik(held.x / s, pp.mean, pp.covariance()).mean()
-                                               - np.log(s).sum())
-        except (ValueError, np.linalg.LinAlgError) as e:
-            out["warnings"].append(f"no PPCA reference: {e}")
+    try:  # the best linear model on the same columns: standardised ones when the run standardised
+        dec = result.decoder
+        s = dec.data_scale.double().cpu().numpy() if dec.preprocess == "standardize" else np.ones(data.n)
+        mean, cov = linear_mle(data.x[result.train_idx] / s, result.decoder.m)
+        result.ppca_per_point = gaussian_loglik(held.x / s, mean, cov) - np.log(s).sum()
+        out["ppca_heldout_loglik"] = float(result.ppca_per_point.mean())
+    except (ValueError, np.linalg.LinAlgError) as e:
+        out["warnings"].append(f"no PPCA reference: {e}")
     return out
+
+
+def linear_mle(x: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The linear-Gaussian MLE with m latents of x (N, n), as (mean, covariance): PPCA's for m < n, the sample
+    Gaussian (1/N) for m >= n, where W W^T + sigma^2 I can be any covariance."""
+    if m < x.shape[1]:
+        pp = ppca_mle(x, m)
+        return pp.mean, pp.covariance()
+    mean = x.mean(0)
+    return mean, (x - mean).T @ (x - mean) / len(x)
 
 
 COMPARE_COLUMNS = ("estimator", "status", "heldout_loglik", "heldout_loglik_se", "gap_to_truth", "sigma",

@@ -16,11 +16,13 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .config import DecoderConfig
 from .mixing import activation_derivative, activation_fn
+from .ppca import LinearStart, linear_start
 
 
 def _softplus_inv(y: float) -> float:
@@ -28,27 +30,45 @@ def _softplus_inv(y: float) -> float:
 
 
 class MLP(nn.Module):
-    """in -> hidden... -> out, the activation between layers, a linear last layer."""
+    """in -> hidden... -> out, the activation between layers, a linear last layer; with hidden layers, plus a
+    linear path beside them (`skip`, no bias): out = layers(h) + h skip^T. The linear path starts at zero
+    (the function at a random start is the plain MLP's) and carries the linear start (`start_linear`)."""
 
     def __init__(self, d_in: int, hidden: tuple[int, ...], d_out: int, activation: str):
         super().__init__()
         widths = [d_in, *hidden, d_out]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
+        # zeros, not nn.Linear: drawing its initial weights would shift every later module's random start
+        self.skip = nn.Parameter(torch.zeros(d_out, d_in)) if hidden else None  # (d_out, d_in)
         self.activation = activation
         self._act = activation_fn(activation)
         self._act_grad = activation_derivative(activation)
 
     def forward(self, h: Tensor) -> Tensor:
+        x = h
         for i, layer in enumerate(self.layers):
             h = layer(h)
             if i < len(self.layers) - 1:
                 h = self._act(h)
-        return h
+        return h if self.skip is None else h + x @ self.skip.T
+
+    @torch.no_grad()
+    def start_linear(self, weight: Tensor, bias: Tensor) -> None:
+        """Make the net the affine map h -> weight h + bias: the linear path (or the one layer) takes it, the
+        last layer of the nonlinear part starts at zero output (its gradient still reaches every layer once
+        it moves). weight (d_out, d_in), bias (d_out,)."""
+        last = self.layers[-1]
+        if self.skip is None:
+            last.weight.copy_(weight)
+        else:
+            self.skip.copy_(weight)
+            last.weight.zero_()
+        last.bias.copy_(bias)
 
     def forward_and_jacobian(self, h: Tensor) -> tuple[Tensor, Tensor]:
         """The output and its Jacobian in one pass (forward mode by the chain rule, layer by layer):
         h (B, d_in) -> out (B, d_out), J (B, d_out, d_in)."""
-        t = None  # d h / d input, (B, d_in, width); the first layer's is its weight
+        x, t = h, None  # t: d h / d input, (B, d_in, width); the first layer's is its weight
         for i, layer in enumerate(self.layers):
             u = layer(h)
             t = layer.weight.T.expand(h.shape[0], -1, -1) if t is None else t @ layer.weight.T
@@ -57,7 +77,10 @@ class MLP(nn.Module):
                 t = t * self._act_grad(u, h).unsqueeze(1)
             else:
                 h = u
-        return h, t.transpose(1, 2).contiguous()  # a copy: one layer's t is a view of its weight
+        J = t.transpose(1, 2)  # (B, d_out, d_in)
+        if self.skip is None:
+            return h, J.contiguous()  # a copy: one layer's t is a view of its weight
+        return h + x @ self.skip.T, J + self.skip
 
 
 class Decoder(nn.Module):
@@ -78,6 +101,12 @@ class Decoder(nn.Module):
         self.rho = nn.Parameter(rho, requires_grad=cfg.learn_sigma)
         self.register_buffer("data_shift", torch.zeros(n) if shift is None else shift.float().clone())  # (n,)
         self.register_buffer("data_scale", torch.ones(n) if scale is None else scale.float().clone())  # (n,)
+
+    def to_model_units(self, x: Tensor) -> Tensor:
+        """y = (x - shift) / scale, the units g and sigma act in: (..., n) -> (..., n)."""
+        if self.preprocess == "none":
+            return x
+        return x - self.data_shift if self.preprocess == "center" else (x - self.data_shift) / self.data_scale
 
     def _to_data(self, y: Tensor) -> Tensor:
         if self.preprocess == "none":
@@ -105,7 +134,8 @@ class Decoder(nn.Module):
 
     def macs_per_row(self) -> int:
         """Multiply-adds of g_theta for one latent point."""
-        return sum(layer.in_features * layer.out_features for layer in self.net.layers)
+        skip = 0 if self.net.skip is None else self.m * self.n
+        return skip + sum(layer.in_features * layer.out_features for layer in self.net.layers)
 
     def model_sigma(self) -> Tensor:
         """sigma in the model's units (those of y; the floor applies here): () shared, (n,) per dimension."""
@@ -154,6 +184,8 @@ class Decoder(nn.Module):
             "preprocess": self.preprocess, "data_shift": self.data_shift.cpu().tolist(),
             "data_scale": self.data_scale.cpu().tolist(),
             "layers": [f"net.layers.{i}" for i in range(len(self.net.layers))],
+            "linear_path": None if self.net.skip is None else "net.skip",
+            "mean": "g(z) = layers(z) + z net.skip^T (the linear path, with hidden layers)",
         }
 
 
@@ -181,7 +213,18 @@ class Encoder(nn.Module):
         return {"kind": "encoder", "n": self.n, "m": self.m, "hidden": list(self.hidden),
                 "activation": self.activation, "normalise": self.normalise,
                 "outputs": "mu = out[:, :m], log_s = out[:, m:]",
-                "layers": [f"net.layers.{i}" for i in range(len(self.net.layers))]}
+                "layers": [f"net.layers.{i}" for i in range(len(self.net.layers))],
+                "linear_path": None if self.net.skip is None else "net.skip"}
+
+    @torch.no_grad()
+    def start_from(self, start: LinearStart) -> None:
+        """q(z | x) = the linear model's exact posterior: mu = M^-1 W^T (y - mean), s = sqrt(sigma^2 / diag M)
+        (diagonal for PPCA's W with R = I), y the units the decoder works in (this encoder's input)."""
+        A = torch.as_tensor((start.W / start.posterior_precision_diag()).T)  # (m, n)
+        weight = torch.zeros(2 * self.m, self.n, dtype=torch.float64)
+        weight[: self.m] = A
+        bias = torch.cat([-A @ torch.as_tensor(start.mean), torch.as_tensor(np.log(start.posterior_sd()))])
+        self.net.start_linear(weight.to(self.net.layers[-1].weight.dtype), bias.to(self.net.layers[-1].bias.dtype))
 
 
 def data_scale(x: Tensor) -> float:
@@ -215,3 +258,21 @@ def build_decoder(n: int, cfg: DecoderConfig, x_train: Tensor) -> Decoder:
     with torch.no_grad():  # start g at the data mean
         dec.net.layers[-1].bias.copy_(y.mean(0).to(dec.net.layers[-1].bias.dtype))
     return dec
+
+
+def start_linear(decoder: Decoder, x_train: Tensor, keep_sigma: bool = False) -> LinearStart:
+    """Put the decoder at the closed-form linear fit of its m (`ppca.linear_start`, in y's units): g(z) = W z +
+    mean through the linear path, the nonlinear part's output zero, sigma from the fit (unless `keep_sigma`,
+    a sigma the user set). Its log-likelihood is then PPCA's exactly. Returns the fit, whose exact posterior
+    starts the estimators' per-point state."""
+    y = decoder.to_model_units(x_train.double().to(decoder.data_shift.device)).cpu().numpy()
+    sigma_now = float(decoder.model_sigma().detach().reshape(-1)[0])
+    start = linear_start(y, decoder.m, sigma_now**2, (1.5 * decoder.sigma_min) ** 2)
+    layer = decoder.net.layers[-1]
+    decoder.net.start_linear(torch.as_tensor(start.W, dtype=layer.weight.dtype, device=layer.weight.device),
+                             torch.as_tensor(start.mean, dtype=layer.bias.dtype, device=layer.bias.device))
+    if keep_sigma:
+        start.sigma2 = sigma_now**2  # W from the fit, sigma as set: no longer PPCA's optimum, still linear
+    else:
+        decoder.set_sigma(torch.tensor(math.sqrt(start.sigma2), dtype=decoder.rho.dtype, device=decoder.rho.device))
+    return start

@@ -49,3 +49,53 @@ def ppca_mle(x: np.ndarray, m: int) -> PPCAFit:
     W = U[:, :m] * np.sqrt(np.maximum(lam[:m] - sigma2, 0.0))
     ll = -0.5 * (n * math.log(2 * math.pi) + np.log(lam[:m]).sum() + (n - m) * math.log(sigma2) + n)
     return PPCAFit(mean, W, sigma2, float(ll))
+
+
+@dataclass
+class LinearStart:
+    """The linear-Gaussian model every fit starts from: g(z) = W z + mean, sigma^2, in y's units.
+
+    For m < n it is PPCA's MLE with R = I, so W^T W = diag(l_j - sigma^2) and the exact posterior
+        z | y ~ N(M^-1 W^T (y - mean), sigma^2 M^-1),   M = W^T W + sigma^2 I = diag(l_1..l_m),
+    is a diagonal Gaussian (the mean-field encoder represents it exactly). For m >= n the MLE covariance is
+    S itself and sigma only lies on a ridge (W W^T + sigma^2 I = S for any sigma^2 < l_n): sigma^2 is
+    `ridge_sigma2`, W = U (L - sigma^2 I)^{1/2} and the latents beyond n start unused (zero columns)."""
+
+    mean: np.ndarray  # (n,)
+    W: np.ndarray  # (n, m)
+    sigma2: float
+
+    def posterior_precision_diag(self) -> np.ndarray:
+        """diag(M) = column norms of W squared + sigma^2: (m,) (M is diagonal, W's columns are orthogonal)."""
+        return (self.W**2).sum(0) + self.sigma2
+
+    def posterior_mean(self, y: np.ndarray) -> np.ndarray:
+        """E[z | y] = M^-1 W^T (y - mean): (N, n) -> (N, m)."""
+        return (y - self.mean) @ self.W / self.posterior_precision_diag()
+
+    def posterior_sd(self) -> np.ndarray:
+        """Standard deviations of z | y, the same for every y: sqrt(sigma^2 / diag(M)), (m,)."""
+        return np.sqrt(self.sigma2 / self.posterior_precision_diag())
+
+
+def ridge_sigma2(lam: np.ndarray, default: float) -> float:
+    """sigma^2 for m >= n, where the likelihood does not identify it: `default` (the decoder's usual start)
+    when it leaves every eigenvalue of S above it, else half the smallest eigenvalue."""
+    return float(min(default, 0.5 * lam[-1])) if lam[-1] > 0 else float(default)
+
+
+def linear_start(y: np.ndarray, m: int, default_sigma2: float, sigma2_min: float = 0.0) -> LinearStart:
+    """The closed-form linear fit with m latents of y (N, n) (see `LinearStart`): PPCA's MLE for m < n, S's
+    Gaussian with sigma^2 = `ridge_sigma2` for m >= n; sigma^2 kept at least `sigma2_min` (the decoder's
+    floor; degenerate data would otherwise give sigma^2 = 0)."""
+    N, n = y.shape
+    mean = y.mean(0)
+    S = (y - mean).T @ (y - mean) / max(N, 1)
+    lam, U = np.linalg.eigh(S)
+    lam, U = np.maximum(lam[::-1], 0.0), U[:, ::-1]
+    sigma2 = float(lam[m:].mean()) if m < n else ridge_sigma2(lam, default_sigma2)
+    sigma2 = max(sigma2, sigma2_min)
+    k = min(m, n)
+    W = np.zeros((n, m))
+    W[:, :k] = U[:, :k] * np.sqrt(np.maximum(lam[:k] - sigma2, 0.0))
+    return LinearStart(mean, W, sigma2)

@@ -37,8 +37,9 @@ class Snapshot:
 @dataclass(frozen=True)
 class TrainingProgress:
     step: int
-    steps: int
-    fraction: float  # of the run done: steps of `steps`, or seconds of `time_limit`, whichever is further
+    steps: int | None  # the explicit step cap (None: a time limit alone, or until converged)
+    fraction: float  # of the budget spent: steps of `steps`, or seconds of `time_limit`, whichever is further;
+    # until converged (neither): the plateau schedule's cuts made of PLATEAU_CUTS + 1
     time_limit: float | None
     objective: float  # the last step's objective value
     heldout: float  # the last periodic held-out estimate (NaN before the first)
@@ -49,6 +50,9 @@ class TrainingProgress:
     history_rows: list[dict[str, float]] = field(default_factory=list)  # the history since the last progress
     setup: RunSetup | None = None  # the first progress only
     snapshot: Snapshot | None = None  # at most SNAPSHOT_RATE a second, always the first and the last
+    lr_cuts: tuple[int, ...] = ()  # steps where the plateau schedule cut the learning rate, so far
+    converged_at: int | None = None  # the step where convergence was declared (the last progress)
+    window_gain: float = float("nan")  # the held-out estimate's gain over the convergence window (nats/point)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class ScoringProgress:
     """The held-out scoring after training: `fraction` of it done."""
 
     step: int  # training steps done
-    steps: int
+    steps: int | None
     fraction: float
     stop_answered: bool  # the training ended on a stop request
 

@@ -118,7 +118,7 @@ def run_files(result: RunResult) -> dict[str, bytes]:
     run = {"config": result.config.to_dict(), "seed": result.seed, "device": result.device,
            "versions": result.versions, "threads": result.threads, "status": result.status,
            "message": result.message, "scored": bool(result.metrics) and result.metrics.get("scored", True),
-           "steps_done": result.steps_done, "wall_time": result.wall_time,
+           "steps_done": result.steps_done, "wall_time": result.wall_time, "convergence": result.convergence,
            "n_train": len(result.train_idx), "n_validation": len(result.heldout_idx),
            "columns": None if result.columns is None else list(result.columns)}
     metrics = result.metrics or unscored_metrics(result, "not scored yet: the scoring was still running when "

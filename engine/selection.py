@@ -8,6 +8,11 @@ with l_i the per-point values on the same N held-out points (pairing removes the
 A larger m can only fit better in expectation when the model nests (g with one more latent can ignore it),
 so the rule picks the simplest m that the data cannot tell from the best.
 
+The rule compares finished fits: every candidate is fitted by one estimator (SELECT_M_ESTIMATOR, whose bias
+does not change with m) from the linear start of its m until converged, and a candidate that still ends below
+PPCA's held-out score at its m counts as PPCA (`candidate_scores`): the decoder class contains the linear model,
+so an unfinished fit must not make its m look worse than a straight line (docs/math.md §8).
+
 `suggest_m` applies it to the probabilistic-PCA closed form (Tipping & Bishop 1999) on a seeded split: a
 quick, linear guess, used when data come without a true model and no m is given; `select-m` checks it with
 the nonlinear model.
@@ -60,9 +65,21 @@ def one_se_rule(per_point: dict[int, np.ndarray]) -> Choice:
     return Choice(chosen if chosen is not None else best, best, rows)
 
 
+def candidate_scores(result: RunResult) -> tuple[np.ndarray, bool]:
+    """A candidate m's per-point held-out log-likelihoods, and whether they are the linear MLE's: the model class
+    (a decoder with a linear path) contains the linear-Gaussian model of the same m, so its MLE scores at least
+    as well as PPCA's; a fit that ends below PPCA's held-out mean is unfinished, and the candidate is then the
+    linear fit it failed to improve on (scored on the same points)."""
+    fit, linear = result.heldout_per_point, result.ppca_per_point
+    if linear is not None and (fit is None or float(np.mean(linear)) > float(np.mean(fit))):
+        return linear, True
+    return fit, False
+
+
 def choose_m(results: dict[str, RunResult]) -> Choice | None:
-    """The one-SE rule over the runs of a select-m series ("m1", "m2", ...) that were scored; None if none was."""
-    per_point = {int(name[1:]): r.heldout_per_point for name, r in results.items()
+    """The one-SE rule over the runs of a select-m series ("m1", "m2", ...) that were scored, each candidate's
+    scores by `candidate_scores`; None if none was scored."""
+    per_point = {int(name[1:]): candidate_scores(r)[0] for name, r in results.items()
                  if r.heldout_per_point is not None and r.status != "failed"}
     return one_se_rule(per_point) if per_point else None
 
@@ -86,9 +103,7 @@ def suggest_m(x: np.ndarray, max_m: int = 6, seed: int = 0) -> Choice:
     return one_se_rule(per_point) if per_point else Choice(1, 1, [])
 
 
-def estimator_for(m: int) -> str:
-    """select-m's estimator by m: adaptive quadrature while its grid is small, importance sampling above."""
-    return "mle-adaptive" if m <= 3 else "mle-importance"
+SELECT_M_ESTIMATOR = "mle-importance"  # one family for every m: its cost and bias do not change with m
 
 
 def select_m_record(named: list[tuple[str, RunConfig]], rows: list[dict[str, Any]], results: dict[str, RunResult],
@@ -103,11 +118,14 @@ def select_m_record(named: list[tuple[str, RunConfig]], rows: list[dict[str, Any
         res = results.get(name)
         entry = {"m": m, "estimator": cfg.estimator.name, "status": row["status"], "run": name,
                  "message": row.get("message", ""),
-                 "ppca_heldout_loglik": None if res is None else res.metrics.get("ppca_heldout_loglik")}
+                 "ppca_heldout_loglik": None if res is None else res.metrics.get("ppca_heldout_loglik"),
+                 "fit_heldout_loglik": None if res is None else res.metrics.get("heldout_loglik"),
+                 "linear_kept": res is not None and res.heldout_per_point is not None and candidate_scores(res)[1]}
         entry.update({k: v for k, v in scored.get(m, {}).items() if k != "m"})
         candidates.append(entry)
     return {"chosen_m": None if choice is None else choice.chosen, "best_m": None if choice is None else choice.best,
-            "rule": "the smallest m whose held-out log-likelihood is within one paired standard error of the best",
+            "rule": "the smallest m whose held-out log-likelihood is within one paired standard error of the best; "
+                    "a candidate's score is its fit's, or PPCA's at that m where the fit ended below it",
             "true_m": None if data.truth is None else data.truth.m, "candidates": candidates,
             "true_heldout_loglik": next((r.metrics.get("true_heldout_loglik") for r in results.values()), None)}
 

@@ -2,8 +2,10 @@
 
     train(config, data, test=None, on_progress=None, should_stop=None) -> RunResult
 
-Minibatch Adam ascent of the estimator's objective with a learning-rate schedule; held-out
-log-likelihood every `eval_every` steps (early stopping keeps the best state); a progress record every
+Minibatch Adam ascent of the estimator's objective from the closed-form linear fit (`decoder.init`), with a
+learning-rate schedule; a held-out estimate at the start and every `eval_every` steps feeds the convergence
+test and the plateau schedule (`Convergence`); the run ends converged or at its cap and keeps the best
+evaluated state (`TrainingConfig`'s docstring says when it stops); a progress record every
 `snapshot_every` steps, but at most MAX_PROGRESS_RATE a second (and always at the last step): a
 `progress.TrainingProgress` with the history rows since the previous one and, at most SNAPSHOT_RATE a second
 (always the first and the last), a `progress.Snapshot` for the plots; `should_stop()` checked every step.
@@ -13,6 +15,7 @@ A non-finite objective or gradient stops the run with a message and the last goo
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -29,12 +32,13 @@ from .display import split_sizes
 from .estimators import Estimator, build_estimator
 from .evaluate import quick_loglik
 from .memory import require
-from .networks import Decoder, Encoder, build_decoder
+from .networks import Decoder, Encoder, build_decoder, start_linear
 from .progress import ProgressFn, RunSetup, Snapshot, TrainingProgress
 from .simulate import Dataset
 from .threads import apply_threads
 
 StopFn = Callable[[], bool]
+FINISHED = ("converged", "cap_reached")  # the statuses of a run that ended as planned (not stopped, not failed)
 DISPLAY_POINTS = 500  # training points whose inferred latents are sent to the live plots
 MAX_PROGRESS_RATE = 20.0  # progress records per second at most: the curves redraw at 15 Hz
 SNAPSHOT_RATE = 5.0  # plot snapshots (learned manifold, inferred latents) per second at most
@@ -51,7 +55,7 @@ class RunResult:
     decoder: Decoder
     encoder: Encoder | None
     history: list[dict[str, float]]
-    status: str  # done | early_stopped | stopped | failed
+    status: str  # converged | cap_reached | stopped | failed
     message: str
     device: str
     seed: int
@@ -63,7 +67,9 @@ class RunResult:
     versions: dict[str, str] = field(default_factory=dict)
     threads: int = 1  # torch intra-op threads it trained with
     heldout_per_point: np.ndarray | None = None  # the last scoring's per-point log p(x) (not saved)
+    ppca_per_point: np.ndarray | None = None  # the linear MLE's on the same points (not saved)
     columns: tuple[str, ...] | None = None  # the data's column names, if the file had them
+    convergence: dict[str, Any] = field(default_factory=dict)  # `convergence_record`
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,10 +102,62 @@ def cosine_factor(fraction: float) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(max(fraction, 0.0), 1.0)))
 
 
-def run_fraction(step: int, steps: int, elapsed: float, time_limit: float | None) -> float:
-    """How much of the run is done: steps taken of `steps`, or seconds of `time_limit`, whichever is further."""
-    done = step / steps
+def run_fraction(step: int, steps: int | None, elapsed: float, time_limit: float | None) -> float:
+    """How much of the budget is spent: steps taken of `steps`, or seconds of `time_limit`, whichever is
+    further (0 without either: an open-ended run)."""
+    done = step / steps if steps is not None else 0.0
     return max(done, elapsed / time_limit) if time_limit is not None else done
+
+
+PLATEAU_FACTOR = 0.5  # the plateau schedule's learning-rate cut
+MIN_LR_FACTOR = 1 / 32  # its smallest factor (five cuts): a plateau there is convergence
+PLATEAU_CUTS = round(math.log(MIN_LR_FACTOR) / math.log(PLATEAU_FACTOR))
+
+
+@dataclass
+class Convergence:
+    """The convergence test and the plateau schedule, fed every periodic held-out estimate h_t.
+
+    The window is the last `patience` evaluations; its gain is the mean of h over it minus the mean over the
+    `patience` evaluations before (means of noisy estimates: a single lucky evaluation neither hides progress
+    nor fakes it). A gain below `tol` nats per point is a plateau, once `patience` evaluations have passed
+    since the start or the last cut. At a plateau the plateau schedule multiplies the learning rate by
+    PLATEAU_FACTOR, until the factor is MIN_LR_FACTOR, where a plateau is convergence (scikit-learn's `tol` /
+    `n_iter_no_change` with PyTorch's ReduceLROnPlateau); under the constant schedule any plateau is. The
+    cosine schedule's end is its cap: it records the gains, never converges. `patience` 0: never."""
+
+    schedule: str
+    tol: float
+    patience: int
+    factor: float = 1.0  # the plateau schedule's learning-rate factor now
+    best: float = -math.inf
+    values: list[float] = field(default_factory=list)  # h_0, h_1, ...
+    cuts: list[int] = field(default_factory=list)  # steps at which the learning rate was cut
+    converged_at: int | None = None
+    since_cut: int = 0  # evaluations since the start or the last cut
+
+    def gain(self) -> float:
+        """Mean of the last `patience` estimates minus the mean of the `patience` before (NaN before 2 windows)."""
+        w = self.patience
+        if w < 1 or len(self.values) < 2 * w:
+            return math.nan
+        return float(np.mean(self.values[-w:]) - np.mean(self.values[-2 * w: -w]))
+
+    def update(self, step: int, heldout: float) -> bool:
+        """Take an evaluation at `step`; True when it improved on the best (the caller keeps that state)."""
+        improved = heldout > self.best
+        self.best = max(self.best, heldout)
+        self.values.append(heldout)
+        self.since_cut += 1
+        gain = self.gain()
+        if self.schedule != "cosine" and self.since_cut > self.patience and gain < self.tol:  # NaN: False
+            if self.schedule == "plateau" and self.factor > MIN_LR_FACTOR * (1 + 1e-9):
+                self.factor *= PLATEAU_FACTOR
+                self.cuts.append(step)
+                self.since_cut = 0
+            else:
+                self.converged_at = step
+        return improved
 
 
 class FiniteGuard:
@@ -174,10 +232,13 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
     if len(val_idx) == 0:  # no validation split: monitor (and, without a test set, score) on training points
         val_idx = train_idx
     x_train = torch.as_tensor(data.x[train_idx], dtype=torch.float32, device=device)  # (N_train, n)
-    x_val = data.x[val_idx]  # monitoring and early stopping; the test set is kept for the final score
+    x_val = data.x[val_idx]  # monitoring and the convergence test; the test set is kept for the final score
     decoder = build_decoder(data.n, config.decoder, x_train.cpu()).to(device)
     gen = torch.Generator(device=device).manual_seed(tc.seed + 1)
     est = build_estimator(config.estimator, decoder, len(train_idx), gen).to(device)
+    if config.decoder.init == "ppca":
+        start = start_linear(decoder, x_train, keep_sigma=config.decoder.sigma_init is not None)
+        est.start_from(start, decoder.to_model_units(x_train.double()).cpu().numpy())
     B = min(tc.batch_size, len(train_idx))
     threads = apply_threads(tc.threads, est.step_flops(B))
     params = est.trainable_parameters()
@@ -191,16 +252,20 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
     setup = RunSetup(None if z_shown is None else z_shown.copy(), est.value_label, config.estimator.name)
 
     history: list[dict[str, float]] = []
-    best = (-math.inf, None, 0)  # (held-out, state, step)
-    evals_since_best, status, message = 0, "done", ""
-    heldout_now = float("nan")
+    conv = Convergence(tc.schedule, tc.tol, tc.patience)
     x_monitor = monitor_points(x_val, tc.seed)
+    heldout_now = start_estimate = quick_loglik(decoder, x_monitor, seed=tc.seed)  # step 0: the start is a candidate
+    conv.update(0, heldout_now)
+    best_state, best_step = copy.deepcopy(est.state_dict()), 0
+    status, message = "cap_reached", ""
+    every_eval = tc.schedule != "cosine"  # the convergence test needs every evaluation
     eval_time, eval_cost = 0.0, 0.0  # seconds spent on the periodic estimate; the last one's cost
+    cap = tc.max_steps
     perm = torch.randperm(len(train_idx), generator=batch_gen)
     cursor, step, reported, last_report, last_snapshot = 0, 0, 0, -math.inf, -math.inf
     t0 = time.perf_counter()
     fraction = 0.0
-    for step in range(1, tc.steps + 1):
+    for step in itertools.count(1) if cap is None else range(1, cap + 1):
         if should_stop is not None:
             asked = time.perf_counter()
             stop = should_stop()  # blocks while the GUI has the run paused: that time is not the run's
@@ -224,52 +289,78 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
             step -= 1
             break
         guard.keep()
-        if tc.schedule == "cosine":
-            for group in opt.param_groups:
-                group["lr"] = tc.lr * cosine_factor(fraction)
+        lr_factor = cosine_factor(fraction) if tc.schedule == "cosine" else conv.factor
+        for group in opt.param_groups:
+            group["lr"] = tc.lr * lr_factor
         opt.step()
         now = time.perf_counter()
-        fraction = run_fraction(step, tc.steps, now - t0, tc.time_limit)
+        fraction = run_fraction(step, cap, now - t0, tc.time_limit)
         last = fraction >= 1.0
         row = {"step": step, "objective": obj.value, "sigma": decoder.sigma_mean(),
                "lr": opt.param_groups[0]["lr"], "heldout": float("nan"), "time": now - t0, **obj.logs}
-        # the periodic estimate: every eval_every steps while it has cost at most EVAL_SHARE of the time
-        # (always with patience, whose early stop needs every evaluation), and at the last step
-        due = step % tc.eval_every == 0 and (tc.patience > 0 or eval_time + eval_cost <= EVAL_SHARE * (now - t0))
+        # the periodic estimate: every eval_every steps (under the cosine schedule only while it has cost at
+        # most EVAL_SHARE of the time), and at the last step
+        due = step % tc.eval_every == 0 and (every_eval or eval_time + eval_cost <= EVAL_SHARE * (now - t0))
         if due or last:
             heldout_now = quick_loglik(decoder, x_monitor, seed=tc.seed)
             row["heldout"] = heldout_now
             eval_cost = time.perf_counter() - now
             eval_time += eval_cost
-            if heldout_now > best[0]:
-                best, evals_since_best = (heldout_now, copy.deepcopy(est.state_dict()), step), 0
-            else:
-                evals_since_best += 1
+            if conv.update(step, heldout_now):
+                best_state, best_step = copy.deepcopy(est.state_dict()), step
         history.append(row)
-        if (on_progress is not None and (step % tc.snapshot_every == 0 or last)
-                and (last or now - last_report >= 1.0 / MAX_PROGRESS_RATE)):
+        done = conv.converged_at is not None
+        if (on_progress is not None and (step % tc.snapshot_every == 0 or last or done)
+                and (last or done or now - last_report >= 1.0 / MAX_PROGRESS_RATE)):
             snapshot = None
-            if snapshots and (last or now - last_snapshot >= 1.0 / SNAPSHOT_RATE):
+            if snapshots and (last or done or now - last_snapshot >= 1.0 / SNAPSHOT_RATE):
                 snapshot, last_snapshot = _snapshot(est, decoder, x_train[:shown], z_shown), now
             on_progress(_progress(step, tc, fraction, history[reported:], heldout_now, decoder,
-                                  setup if reported == 0 else None, snapshot, t0))
+                                  setup if reported == 0 else None, snapshot, t0, conv))
             reported, last_report = step, now
-        if tc.patience and evals_since_best >= tc.patience:
-            status = "early_stopped"
-            message = f"early stop at step {step}: no held-out improvement in {tc.patience} evaluations"
+        if done:
+            status = "converged"
+            at_lr = f" at the smallest learning rate ({tc.lr * conv.factor:.3g})" if tc.schedule == "plateau" else ""
+            message = (f"converged at step {step}: the held-out estimate gained less than {tc.tol:g} nats/point "
+                       f"over {tc.patience} evaluations{at_lr}")
             break
         if last:
-            if step < tc.steps:
-                message = f"time limit of {tc.time_limit:g} s reached at step {step}"
             break
-    if status == "early_stopped" and best[1] is not None:
-        est.load_state_dict(best[1])
-        message += f"; restored the best state (step {best[2]})"
+    if status == "cap_reached":
+        message = cap_message(tc, step, time.perf_counter() - t0, conv)
+    if status in FINISHED and tc.patience > 0 and best_step != step:
+        est.load_state_dict(best_state)
+        message += f"; kept the best state (step {best_step}, held-out estimate {conv.best:.4f})"
     wall = time.perf_counter() - t0
     return RunResult(config=config, decoder=decoder, encoder=getattr(est, "encoder", None), history=history,
-                     status=status, message=message or f"finished {step} steps", device=str(device),
-                     seed=tc.seed, train_idx=train_idx, heldout_idx=val_idx if test is None else np.arange(0),
-                     wall_time=wall, steps_done=step, versions=versions(), threads=threads, columns=data.columns)
+                     status=status, message=message, device=str(device), seed=tc.seed, train_idx=train_idx,
+                     heldout_idx=val_idx if test is None else np.arange(0), wall_time=wall, steps_done=step,
+                     versions=versions(), threads=threads, columns=data.columns,
+                     convergence={**convergence_record(conv, best_step), "start_heldout_estimate": start_estimate})
+
+
+def cap_message(tc: TrainingConfig, step: int, elapsed: float, conv: Convergence) -> str:
+    """Why a run ended at a cap, and (but under the cosine schedule, which runs to its cap) that it had not
+    converged: its last window's gain and the setting that raises the cap."""
+    if tc.time_limit is not None and (tc.max_steps is None or step < tc.max_steps):
+        what, raise_it = f"the time limit of {tc.time_limit:g} s", "training.time_limit"
+    elif tc.steps is None:
+        what, raise_it = f"the default cap of {tc.max_steps} steps", "training.steps"
+    else:
+        what, raise_it = f"the cap of {tc.steps} steps", "training.steps"
+    if tc.schedule == "cosine":
+        return f"cap reached at step {step}: {what}, where the cosine schedule ends"
+    gain = conv.gain()
+    shown = "" if math.isnan(gain) else f" (the held-out estimate still gained {gain:.4f} nats/point over " \
+                                       f"the last {tc.patience} evaluations)"
+    return f"cap reached at step {step}: {what} before convergence{shown}; {raise_it} raises it"
+
+
+def convergence_record(conv: Convergence, best_step: int) -> dict[str, Any]:
+    """run.json's `convergence`: the test's settings and what it saw."""
+    return {"schedule": conv.schedule, "tol": conv.tol, "patience": conv.patience,
+            "converged_at": conv.converged_at, "lr_cuts": list(conv.cuts), "best_step": best_step,
+            "best_heldout_estimate": conv.best, "last_window_gain": conv.gain()}
 
 
 def versions() -> dict[str, str]:
@@ -277,16 +368,20 @@ def versions() -> dict[str, str]:
 
 
 def _progress(step: int, tc: TrainingConfig, fraction: float, rows: list[dict[str, float]], heldout: float,
-              decoder: Decoder, setup: RunSetup | None, snapshot: Snapshot | None, t0: float) -> TrainingProgress:
+              decoder: Decoder, setup: RunSetup | None, snapshot: Snapshot | None, t0: float,
+              conv: Convergence) -> TrainingProgress:
     """The progress record: step, fraction of the run done (steps or time), objective, held-out estimate,
     sigma, speed, the history rows since the previous one, and (the first time) the fixed plot setup."""
     elapsed = time.perf_counter() - t0
+    if tc.steps is None and tc.time_limit is None:  # until converged: how far the plateau schedule has gone
+        fraction = len(conv.cuts) / (PLATEAU_CUTS + 1) if tc.schedule == "plateau" else 0.0
     return TrainingProgress(
         step=step, steps=tc.steps, fraction=min(fraction, 1.0), time_limit=tc.time_limit,
         objective=rows[-1]["objective"], heldout=heldout,
         sigma=decoder.model_sigma().detach().cpu().reshape(-1).numpy().copy(),  # in the model's units
         sigma_at_floor=decoder.at_floor(), elapsed=elapsed, steps_per_sec=step / max(elapsed, 1e-9),
-        history_rows=[dict(r) for r in rows], setup=setup, snapshot=snapshot)
+        history_rows=[dict(r) for r in rows], setup=setup, snapshot=snapshot, lr_cuts=tuple(conv.cuts),
+        converged_at=conv.converged_at, window_gain=conv.gain())
 
 
 def _snapshot(est: Estimator, decoder: Decoder, x_shown: torch.Tensor, z_shown: np.ndarray | None) -> Snapshot:

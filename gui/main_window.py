@@ -639,8 +639,11 @@ class MainWindow(QMainWindow):
             self.data_view.set_learned(p.snapshot.manifold, live=True)
             self.latent_view.set_inferred(p.snapshot.latents, p.snapshot.latents_raw)
         self.curves.add_rows(p.history_rows)
+        self.curves.set_marks(p.lr_cuts, p.converged_at)
         if p.time_limit is not None and p.fraction > 0:
             self.curves.expect_steps(p.step / p.fraction)
+        elif self.session.config.training.steps is None:  # until converged: the axis grows with the run
+            self.curves.expect_steps(1.6 * p.step)
         self.status.set_progress(p)
 
     def _on_trained(self, trained: tasks.TrainedRun) -> None:
@@ -650,7 +653,8 @@ class MainWindow(QMainWindow):
         result = trained.result
         record = self.session.add_trained(trained, live)
         self.curves.set_true_loglik(result.metrics.get("true_heldout_loglik"))
-        self.status.finish(result.steps_done, result.wall_time)  # the table's time, not the last progress's
+        self.status.finish(result.steps_done, result.wall_time,  # the table's time, not the last progress's
+                           converged=result.status == "converged")
         warnings = result.metrics.get("warnings", [])
         note = f"Run #{record.run_id} {result.status}: {result.message}"
         scoring = scoring_note(result.metrics)
@@ -697,7 +701,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Choosing m: m = 1 … {max_m}", 4000)
 
     def _on_select_progress(self, p: tasks.SelectMProgress) -> None:
-        doing = "scoring" if p.scoring else f"step {p.step} / {p.steps}"
+        doing = "scoring" if p.scoring else f"step {p.step}" + ("" if p.steps is None else f" / {p.steps}")
         self.statusBar().showMessage(f"Choosing m: m {p.k} of {p.of} (m = {p.m}), {doing}")
         self.status.set_series(p.step, p.steps, (p.k - 1 + p.fraction) / p.of)
 
@@ -745,8 +749,10 @@ class MainWindow(QMainWindow):
         value = record.metrics.get("heldout_loglik")
         steps = record.metrics.get("steps", record.history.step[-1] if len(record.history.step) else None)
         final = (float(steps), float(value)) if isinstance(value, (int, float)) and steps is not None else None
+        conv = record.metrics.get("convergence") or {}
+        marks = (tuple(int(s) for s in conv.get("lr_cuts") or ()), conv.get("converged_at"))
         self.curves.set_overlay(record.run_id, record.history, record.colour, record.name, on, final,
-                                record.objective_label)
+                                record.objective_label, marks)
 
     def _show_learned(self, record: RunRecord | None) -> None:
         """The data view draws the g_θ of the run selected in the table (`Session.manifold_of`); while a run

@@ -24,6 +24,7 @@ def _checks() -> list[tuple[str, Callable[[], str]]]:
     from engine.ppca import gaussian_loglik
     from engine.runs import fit, load_run, save_run
     from engine.simulate import simulate
+    from engine.trainer import FINISHED
 
     data = simulate(SimulationConfig(mixing="linear", n=3, m=1, sigma=0.3, samples=400, seed=0))
     state: dict = {}
@@ -41,7 +42,7 @@ def _checks() -> list[tuple[str, Callable[[], str]]]:
             cfg = RunConfig(decoder=DecoderConfig(m=1, hidden=(8,)), estimator=EstimatorConfig(name=name, samples=8),
                             training=TrainingConfig(steps=5, batch_size=64, eval_every=5, device="cpu"))
             r = fit(cfg, data)
-            if r.status != "done" or not np.isfinite(r.metrics["heldout_loglik"]):
+            if r.status not in FINISHED or not np.isfinite(r.metrics["heldout_loglik"]):
                 raise AssertionError(f"{name}: {r.status} {r.message}")
             state["run"] = r
         return f"{len(ESTIMATORS)} estimators trained 5 steps each"

@@ -9,6 +9,7 @@ import time
 from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar
 
 from engine.progress import ScoringProgress, TrainingProgress
+from engine.trainer import PLATEAU_CUTS
 
 from .plots.common import LiveView
 from .state import RunState
@@ -80,7 +81,7 @@ class StatusView(LiveView):
     def set_device(self, text: str) -> None:
         self.device_label.setText(f"device: {text}")
 
-    def start(self, steps: int, time_limit: float | None = None, starting: str = "") -> None:
+    def start(self, steps: int | None, time_limit: float | None = None, starting: str = "") -> None:
         """A new run; `starting`: what it does before its first step (the bar is busy until then)."""
         self.step, self.steps, self.time_limit = 0, steps, time_limit
         self.fraction, self.scored, self.rate, self.elapsed = 0.0, 0.0, math.nan, math.nan
@@ -93,9 +94,12 @@ class StatusView(LiveView):
             self.starting = text
             self.mark_dirty()
 
-    def finish(self, steps_done: int, seconds: float) -> None:
-        """The run has ended: its steps and training time (the results table's), no ETA."""
+    def finish(self, steps_done: int, seconds: float, converged: bool = False) -> None:
+        """The run has ended: its steps and training time (the results table's), no ETA; a converged run is
+        done whole."""
         self.phase, self.step, self.elapsed = "", steps_done, seconds
+        if converged:
+            self.fraction = 1.0
         self.mark_dirty()
 
     def set_progress(self, p: TrainingProgress | ScoringProgress | Paused) -> None:
@@ -110,13 +114,20 @@ class StatusView(LiveView):
             self.rate, self.elapsed, self.time_limit = p.steps_per_sec, p.elapsed, p.time_limit
         self.mark_dirty()
 
-    def set_series(self, step: int, steps: int, fraction: float) -> None:
+    def set_series(self, step: int, steps: int | None, fraction: float) -> None:
         """A series of runs (Choose m): the current run's step, and the fraction of the whole series done."""
         self.phase, self.step, self.steps, self.fraction = "", step, steps, fraction
         self.mark_dirty()
 
+    @property
+    def until_converged(self) -> bool:
+        """The run has no cap of its own: its bar shows the plateau schedule's cuts, no ETA."""
+        return self.steps is None and self.time_limit is None
+
     def eta(self) -> float:
-        """Seconds left, from the fraction done so far and the time it took."""
+        """Seconds left, from the fraction done so far and the time it took (none for a run until converged)."""
+        if self.until_converged:
+            return math.nan
         f = self.fraction
         return self.elapsed * (1.0 - f) / f if 0.0 < f <= 1.0 and math.isfinite(self.elapsed) else math.nan
 
@@ -132,7 +143,7 @@ class StatusView(LiveView):
         return drew
 
     def redraw(self) -> None:
-        self.step_label.setText(f"step {self.step} / {self.steps}")
+        self.step_label.setText(f"step {self.step}" + ("" if self.steps is None else f" / {self.steps}"))
         self.rate_label.setText(f"{self.rate:.0f} steps/s" if math.isfinite(self.rate) else "— steps/s")
         limit = f" of {clock(self.time_limit)}" if self.time_limit is not None else ""
         busy = self.phase == "starting"
@@ -142,6 +153,10 @@ class StatusView(LiveView):
         elif self.phase == "evaluating":
             self.time_label.setText(f"{clock(self.elapsed)}{limit} trained, scoring held-out points…")
             shown, text = self.scored, "scoring %p%"
+        elif self.state in (RunState.RUNNING, RunState.PAUSED) and self.until_converged:
+            self.time_label.setText(f"{clock(self.elapsed)} elapsed, until converged")
+            cuts = round(self.fraction * (PLATEAU_CUTS + 1))
+            shown, text = self.fraction, f"converging: lr cut {cuts} of {PLATEAU_CUTS}"
         elif self.state in (RunState.RUNNING, RunState.PAUSED):
             self.time_label.setText(f"{clock(self.elapsed)}{limit} elapsed, ETA {clock(self.eta())}")
             shown, text = self.fraction, "%p%"

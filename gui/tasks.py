@@ -23,7 +23,7 @@ from engine.latents import LatentMap
 from engine.networks import Decoder, Encoder, build_decoder
 from engine.progress import Progress, ScoringProgress
 from engine.runs import SavedRun, fit, fit_series, load_history, load_run, save_run
-from engine.selection import Choice, choose_m, estimator_for, select_m_chart, select_m_record, suggest_m
+from engine.selection import SELECT_M_ESTIMATOR, Choice, choose_m, select_m_chart, select_m_record, suggest_m
 from engine.simulate import Dataset, sample_model, simulate
 from engine.storage import load_dataset, save_dataset
 from engine.trainer import RunResult, split_indices
@@ -179,7 +179,7 @@ class SelectMProgress:
     of: int
     m: int
     step: int
-    steps: int
+    steps: int | None  # the explicit step cap; None: until converged (or a time limit alone)
     fraction: float
     scoring: bool
 
@@ -283,7 +283,7 @@ def train(config: RunConfig, data: DataBundle | None, suggest: bool = False) -> 
 
 
 def select_m(config: RunConfig, data: DataBundle, max_m: int) -> Task:
-    """Fit m = 1..max_m on `data` (each with `engine.selection.estimator_for(m)`, the rest of `config` as it is), as
+    """Fit m = 1..max_m on `data` (each with `engine.selection.SELECT_M_ESTIMATOR`, the rest of `config` as it is), as
     `select-m` does; each finished run is reported as a `SelectMRun`, progress as `SelectMProgress`. Stop ends
     the run in progress (unscored) and the series; a run that fails is a row "failed" and the series goes on
     (`engine.runs.fit_series`, as in select-m). The one-SE rule on the runs' paired held-out values chooses m."""
@@ -292,7 +292,7 @@ def select_m(config: RunConfig, data: DataBundle, max_m: int) -> Task:
         for m in range(1, max_m + 1):
             cfg = copy.deepcopy(config)
             cfg.decoder.m = m
-            cfg.estimator.name = estimator_for(m)
+            cfg.estimator.name = SELECT_M_ESTIMATOR
             cfg.validate()
             named.append((f"m{m}", cfg))
         order = {name: k for k, (name, _) in enumerate(named, start=1)}

@@ -33,7 +33,7 @@ from engine.runs import fit_series
 from engine.selection import choose_m
 from engine.simulate import simulate
 from engine.storage import load_dataset
-from engine.trainer import split_indices
+from engine.trainer import FINISHED, split_indices
 
 REPO = Path(__file__).resolve().parent.parent
 MAIN = str(REPO / "main.py")
@@ -291,7 +291,7 @@ def test_fit_writes_run_folder_and_evaluate_scores_it(data_dir: Path, tmp_path: 
     assert rc == 0, err
     assert err == ""  # --quiet: no progress bar
     summary = json.loads(out)
-    assert summary["status"] == "done" and summary["out"] == str(run)
+    assert summary["status"] in FINISHED and summary["out"] == str(run)
     for name in ("run.json", "decoder.safetensors", "decoder.json", "metrics.json", "history.csv"):
         assert (run / name).is_file(), name
     assert not (run / "encoder.json").exists()
@@ -434,8 +434,8 @@ def test_choose_m_applies_the_one_se_rule_to_the_scored_runs_only():
     base = np.random.default_rng(0).normal(-2.0, 1.0, 400)
     wiggle = 0.5 * (-1.0) ** np.arange(400)  # mean 0, sd 0.5: paired differences with a standard error 0.025
 
-    def run(values: np.ndarray | None, status: str = "done") -> SimpleNamespace:
-        return SimpleNamespace(heldout_per_point=values, status=status)
+    def run(values: np.ndarray | None, status: str = "converged") -> SimpleNamespace:
+        return SimpleNamespace(heldout_per_point=values, ppca_per_point=None, status=status)
 
     results = {"m1": run(base), "m2": run(base + 0.30), "m3": run(base + 0.32 + wiggle),
                "m4": run(base + 5.0, "failed"), "m5": run(None)}

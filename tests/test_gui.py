@@ -30,7 +30,7 @@ from engine.estimator_table import INFO
 from engine.progress import ScoringProgress, TrainingProgress
 from engine.runs import fit as engine_fit
 from engine.storage import load_dataset
-from engine.trainer import RunResult
+from engine.trainer import FINISHED, RunResult
 from engine.trainer import train as engine_train
 from gui import tasks
 from gui.app import PIXMAP_CACHE_KB, application
@@ -95,7 +95,7 @@ def test_short_run_from_the_ui_reaches_done_with_plots_and_a_result(qtbot: Any, 
     assert lx is not None and len(lx) > 0
     assert w.results.rowCount() == 1
     record = w.results.records[0]
-    assert record.status == "done" and record.metrics["steps"] == 60
+    assert record.status in FINISHED and record.metrics["steps"] == 60
     assert math.isfinite(record.metrics["heldout_loglik"])
     objective = w.curves.overlays[record.run_id].objective.path()
     assert objective.elementCount() == 60
@@ -601,7 +601,7 @@ def test_time_limited_run_shows_the_fraction_of_its_time(qtbot: Any, window: Mai
         assert "of 0:02 elapsed" in text and "ETA 0:0" in text, text
         assert w.curves.objective_plot.viewRange()[0][1] < 1e6  # not the planned 10^7 steps
     record = w.results.records[0]
-    assert record.status == "done" and "time limit" in record.message
+    assert record.status == "cap_reached" and "time limit" in record.message
     qtbot.waitUntil(lambda: bar.value() == bar.maximum() and bar.text() == "100%")  # the next redraw
 
 
@@ -640,7 +640,7 @@ def test_stop_during_scoring_answers_within_a_second_and_keeps_the_run(
         assert w.session.state == RunState.STOPPING
     assert time.perf_counter() - clicked < 1.0
     record = w.results.records[0]
-    assert record.status == "done" and record.metrics["scoring"] == "stopped"
+    assert record.status in FINISHED and record.metrics["scoring"] == "stopped"
     assert w.session.state == RunState.DONE and w.start_action.isEnabled()
 
 
@@ -671,7 +671,7 @@ def test_close_during_scoring_returns_within_a_second_and_keeps_the_run(
     w.close()
     assert time.perf_counter() - t0 < 1.0
     assert not w.controller.busy
-    assert [(r.status, r.metrics["scoring"]) for r in w.results.records] == [("done", "stopped")]
+    assert [(r.status, r.metrics["scoring"]) for r in w.results.records] == [("cap_reached", "stopped")]
 
 
 def test_close_while_the_engine_scores_a_large_held_out_set(qtbot: Any, settings: Settings) -> None:
@@ -688,4 +688,4 @@ def test_close_while_the_engine_scores_a_large_held_out_set(qtbot: Any, settings
     assert time.perf_counter() - t0 < 1.5
     assert not w.controller.busy
     record = w.results.records[0]  # the trained run is kept, and says that its scoring was stopped
-    assert w.results.rowCount() == 1 and record.status == "done" and record.metrics["scoring_stopped"] is True
+    assert w.results.rowCount() == 1 and record.status in FINISHED and record.metrics["scoring_stopped"] is True

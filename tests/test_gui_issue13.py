@@ -275,20 +275,20 @@ def test_unwise_settings_are_warned_beside_their_fields_without_blocking(qtbot: 
 
 def test_text_an_integer_box_cannot_take_is_kept_and_named_not_dropped(qtbot: Any, window: MainWindow) -> None:
     w = window
-    steps = w.training_panel.training_form.fields["steps"]
-    line = steps.spin.lineEdit()
-    steps.spin.setFocus()
-    type_into(qtbot, steps.spin, "12x")
+    box = w.training_panel.training_form.fields["eval_every"]
+    line = box.spin.lineEdit()
+    box.spin.setFocus()
+    type_into(qtbot, box.spin, "12x")
     assert line.text() == "12x"  # QSpinBox dropped the x without a word
-    assert "'12x' is not a whole number from 1 to 10 000 000" in steps.error and not w.start_action.isEnabled()
-    assert w.session.config.training.steps == 12  # the config follows the text while it can be taken
-    qtbot.keyClick(steps.spin, Qt.Key.Key_Return)  # editing ends: the last good value comes back, and it says so
-    assert line.text() == "12" and not steps.error and w.start_action.isEnabled()
-    assert "'12x' was not a whole number" in steps.notice and "kept 12" in steps.notice
-    type_into(qtbot, steps.spin, "1e5")
-    assert "'1e5'" in steps.error
-    type_into(qtbot, steps.spin, "500")
-    assert w.session.config.training.steps == 500 and not steps.error and not steps.notice
+    assert "'12x' is not a whole number from 1 to 10 000 000" in box.error and not w.start_action.isEnabled()
+    assert w.session.config.training.eval_every == 12  # the config follows the text while it can be taken
+    qtbot.keyClick(box.spin, Qt.Key.Key_Return)  # editing ends: the last good value comes back, and it says so
+    assert line.text() == "12" and not box.error and w.start_action.isEnabled()
+    assert "'12x' was not a whole number" in box.notice and "kept 12" in box.notice
+    type_into(qtbot, box.spin, "1e5")
+    assert "'1e5'" in box.error
+    type_into(qtbot, box.spin, "500")
+    assert w.session.config.training.eval_every == 500 and not box.error and not box.notice
 
 
 def test_cannot_start_is_one_short_line_in_the_panels_words(qtbot: Any, window: MainWindow) -> None:
@@ -448,7 +448,7 @@ def test_a_run_whose_scoring_failed_says_so_in_the_table_and_the_status(
     index = w.results.index(0, columns["held-out log-lik"])
     assert w.results.data(index) == "scoring failed"
     assert "not enough memory" in w.results.data(index, Qt.ItemDataRole.ToolTipRole)
-    assert w.results.data(w.results.index(0, columns["status"])) == "done, scoring failed"
+    assert w.results.data(w.results.index(0, columns["status"])) == "cap_reached, scoring failed"
     assert "scoring failed" in w.statusBar().currentMessage()
     assert not [b for b in w.findChildren(QMessageBox) if b.isVisible()]  # the run is kept, no dialog
 
@@ -459,7 +459,7 @@ def test_unscored_and_stopped_scorings_read_as_such(qtbot: Any) -> None:
     model = ResultsModel(session)
     for run_id, metrics in ((1, {"scored": False, "warnings": ["not scored yet: the scoring was still running"]}),
                             (2, {"scoring_stopped": True, "warnings": ["scoring stopped by the user"]})):
-        session.add_record(RunRecord(run_id, "#0072B2", cfg, metrics, _history(), "done", "finished", ""))
+        session.add_record(RunRecord(run_id, "#0072B2", cfg, metrics, _history(), "converged", "converged at step 100", ""))
     held = next(i for i, c in enumerate(COLUMNS) if c[0] == "held-out log-lik")
     assert [model.data(model.index(r, held)) for r in range(2)] == ["not scored", "scoring stopped"]
     assert "still running" in model.data(model.index(0, held), Qt.ItemDataRole.ToolTipRole)

@@ -21,7 +21,7 @@ from qt_support import no_dangling_qthreads  # noqa: F401  (an autouse fixture: 
 
 from engine.config import RunConfig
 from engine.evaluate import heldout_loglik
-from engine.selection import one_se_rule
+from engine.selection import choose_m
 from engine.trainer import split_indices
 from gui import tasks
 from gui.main_window import MainWindow
@@ -172,8 +172,8 @@ def test_choose_m_fits_each_m_keeps_the_runs_draws_the_curve_and_sets_m(qtbot: A
     assert any("m 1 of 2" in m for m in messages) and any("m 2 of 2" in m for m in messages)
     records = w.results.records
     assert [r.config.decoder.m for r in records] == [1, 2]
-    assert [r.estimator for r in records] == ["mle-adaptive", "mle-adaptive"]
-    chosen = one_se_rule({r.config.decoder.m: r.result.heldout_per_point for r in records}).chosen
+    assert [r.estimator for r in records] == ["mle-importance", "mle-importance"]  # one family for every m
+    chosen = choose_m({f"m{r.config.decoder.m}": r.result for r in records}).chosen
     assert w.session.config.decoder.m == chosen and w.training_panel.decoder_form.fields["m"].spin.value() == chosen
     assert "chosen from the data" in w.training_panel.decoder_form.fields["m"].notice
     dialog = w.select_m_dialog

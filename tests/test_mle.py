@@ -41,7 +41,7 @@ from engine.ppca import gaussian_loglik, ppca_mle
 from engine.progress import TrainingProgress
 from engine.runs import RunFileError, fit, load_run, save_run
 from engine.simulate import sample_model, simulate
-from engine.trainer import train
+from engine.trainer import FINISHED, train
 
 NO_EVAL = 10_000_000  # eval_every: held-out monitoring only at the last step
 
@@ -102,7 +102,7 @@ def test_linear_decoder_reaches_ppca_maximum_likelihood(n, m):  # with the defau
                   EstimatorConfig(name="mle-adaptive"),
                   steps=200, batch_size=500, lr=0.05, schedule="cosine", val_fraction=0.02)
     result = train(cfg, data)
-    assert result.status == "done", result.message
+    assert result.status in FINISHED, result.message
     x = data.x[result.train_idx]
     ref = ppca_mle(x, m)
     # the closed form is what it claims: its covariance scores exactly its stated maximum
@@ -130,7 +130,7 @@ def test_importance_sampling_mle_reaches_ppca_maximum_likelihood(n, m):
     cfg = _config(sim, DecoderConfig(m=m, hidden=(), sigma_mode="shared"), EstimatorConfig(name="mle-importance"),
                   steps=200, batch_size=500, lr=0.05, schedule="cosine", val_fraction=0.02)
     result = train(cfg, data)
-    assert result.status == "done", result.message
+    assert result.status in FINISHED, result.message
     x = data.x[result.train_idx]
     ref = ppca_mle(x, m)
     fitted = _linear_gaussian_loglik(result.decoder, x)
@@ -151,7 +151,7 @@ def test_cubic_1d_heldout_loglik_reaches_truth():
                   EstimatorConfig(name="mle-adaptive", nodes=10),
                   steps=600, batch_size=500, lr=0.02, schedule="cosine", val_fraction=0.25, eval_every=100)
     result = fit(cfg, data)
-    assert result.status == "done", result.message
+    assert result.status in FINISHED, result.message
     met = result.metrics
     x_tr, x_ho = data.x[result.train_idx], data.x[result.heldout_idx]
     assert met["n_heldout"] == len(x_ho) == 500 and met["heldout_method"] == "quadrature"
@@ -303,7 +303,7 @@ def test_same_seed_gives_the_same_run(estimator):
                   steps=40, batch_size=64, lr=0.01, val_fraction=0.2, eval_every=20, seed=7)
     a = fit(cfg, data)
     b = fit(copy.deepcopy(cfg), data)
-    assert a.status == b.status == "done"
+    assert a.status == b.status in FINISHED
     assert _rows(a.history) == _rows(b.history)
     assert [r["objective"] for r in a.history] == [r["objective"] for r in b.history]
     assert _same(_params(a.decoder), _params(b.decoder))
@@ -357,7 +357,7 @@ def test_trained_sigma_satisfies_em_fixed_point(name, nodes):
     cfg = _config(sim, DecoderConfig(m=1, hidden=(8,), sigma_mode="shared"), EstimatorConfig(name=name, nodes=nodes),
                   steps=800, batch_size=500, lr=0.03, schedule="cosine", val_fraction=0.1)
     result = train(cfg, data)
-    assert result.status == "done", result.message
+    assert result.status in FINISHED, result.message
     dec = copy.deepcopy(result.decoder).double()
     x = torch.as_tensor(data.x[result.train_idx])
     u, lw = uniform_grid(1, 4001)
@@ -434,7 +434,16 @@ def test_non_finite_step_fails_cleanly_with_last_good_parameters(monkeypatch, ki
 # ------------------------------------------------------------------------------- 8. saved run round trip
 
 
-def _rebuild_from_formats_doc(run_dir: Path) -> tuple[torch.nn.Sequential, torch.Tensor]:
+class _WithLinearPath(torch.nn.Module):
+    def __init__(self, layers: torch.nn.Sequential, skip: torch.Tensor | None):
+        super().__init__()
+        self.layers, self.skip = layers, skip
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.layers(z) + (0 if self.skip is None else z @ self.skip.T)
+
+
+def _rebuild_from_formats_doc(run_dir: Path) -> tuple[torch.nn.Module, torch.Tensor]:
     """The plain-PyTorch recipe of docs/formats.md, using only decoder.json and decoder.safetensors."""
     desc = json.loads((run_dir / "decoder.json").read_text())
     w = load_file(str(run_dir / "decoder.safetensors"))
@@ -447,9 +456,8 @@ def _rebuild_from_formats_doc(run_dir: Path) -> tuple[torch.nn.Sequential, torch
         lin.weight.data, lin.bias.data = w[f"net.layers.{i}.weight"], w[f"net.layers.{i}.bias"]
         layers += [lin, act] if i < len(widths) - 2 else [lin]
     sigma = desc["sigma_min"] + torch.nn.functional.softplus(w["rho"])
-    return torch.nn.Sequential(*layers), sigma
-
-
+    skip = w[f"{desc['linear_path']}"] if desc["linear_path"] else None  # g(z) = layers(z) + z skip^T
+    return _WithLinearPath(torch.nn.Sequential(*layers), skip), sigma
 
 
 @pytest.mark.parametrize(("activation", "sigma_mode"), [("leaky_relu", "per_dim"), ("tanh", "shared")])
@@ -510,9 +518,10 @@ def test_sigma_floor_holds_and_is_reported():
     sim = SimulationConfig(mixing="polynomial", n=2, m=1, sigma=0.02, samples=15, seed=1)
     data = simulate(sim)
     cfg = _config(sim, DecoderConfig(m=1, hidden=(32, 32), sigma_min=floor), EstimatorConfig(name="mle-adaptive"),
-                  steps=1200, batch_size=15, lr=0.02, schedule="constant", val_fraction=0.2, eval_every=200)
+                  steps=1200, batch_size=15, lr=0.02, schedule="constant", val_fraction=0.2, eval_every=200,
+                  patience=0)
     result = fit(cfg, data)
-    assert result.status == "done", result.message
+    assert result.status in FINISHED, result.message
     assert result.decoder.sigma_min == floor
     sigmas = [row["sigma"] for row in result.history]
     assert min(sigmas) >= floor * (1 - 1e-6)
@@ -531,9 +540,10 @@ def test_without_a_floor_the_likelihood_degenerates():
     data = simulate(sim)
     cfg = _config(sim, DecoderConfig(m=1, hidden=(128, 128), sigma_min=0.0, sigma_init=0.3),
                   EstimatorConfig(name="mle-importance", samples=64),
-                  steps=800, batch_size=30, lr=3e-3, schedule="constant", val_fraction=1 / 3, eval_every=100)
+                  steps=800, batch_size=30, lr=3e-3, schedule="constant", val_fraction=1 / 3, eval_every=100,
+                  patience=0)
     result = train(cfg, data)
-    assert result.status == "done", result.message
+    assert result.status in FINISHED, result.message
     assert len(result.train_idx) == 20 and len(result.heldout_idx) == 10
     h = result.history
     early_obj = np.mean([row["objective"] for row in h[50:100]])
@@ -605,7 +615,7 @@ def test_history_records_the_learning_rate_of_each_step_and_sigma():
     sim = SimulationConfig(mixing="linear", n=2, m=1, sigma=0.3, samples=200, seed=4)
     cfg = _config(sim, DecoderConfig(m=1, hidden=(), sigma_mode="per_dim"),
                   EstimatorConfig(name="mle-quadrature", nodes=8), steps=40, batch_size=32, lr=0.01,
-                  schedule="cosine")
+                  schedule="cosine", patience=0)
     result = train(cfg, simulate(sim))
     lrs = [row["lr"] for row in result.history]
     assert lrs == pytest.approx([0.01 * trainer.cosine_factor((s - 1) / 40) for s in range(1, 41)])

@@ -35,7 +35,7 @@ from engine.ppca import gaussian_loglik, ppca_mle
 from engine.runs import fit, load_run, save_run
 from engine.simulate import simulate
 from engine.storage import save_dataset
-from engine.trainer import train
+from engine.trainer import FINISHED, train
 
 F64 = torch.float64
 
@@ -419,7 +419,7 @@ def test_vae_on_linear_data_reaches_the_ppca_optimum(vae_sigma):
                     training=TrainingConfig(steps=2000, batch_size=512, lr=2e-2, eval_every=10**6,
                                             device="cpu", seed=0, val_fraction=0.25))
     res = train(cfg, data)
-    assert res.status == "done"
+    assert res.status in FINISHED
     x_tr, x_te = data.x[res.train_idx], data.x[res.heldout_idx]
     pp = ppca_mle(x_tr, m)
     layer = res.decoder.net.layers[0]
@@ -532,7 +532,7 @@ def test_fit_vae_writes_encoder_and_bound_metrics(tmp_path, poly_data, name, K):
                     estimator=EstimatorConfig(name=name, samples=K, encoder_hidden=(16,)),
                     training=TrainingConfig(steps=60, batch_size=128, eval_every=30, device="cpu", seed=1))
     res = fit(cfg, poly_data)
-    assert res.encoder is not None and res.status == "done"
+    assert res.encoder is not None and res.status in FINISHED
     met = res.metrics
     assert met["iwae_k"] == K
     e, w = met["heldout_elbo"], met[f"heldout_iwae_{K}"]

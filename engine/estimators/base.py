@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from torch import Tensor, nn
 
 from ..estimator_table import objective_label
 from ..memory import rows_bytes
 from ..networks import Decoder
+from ..ppca import LinearStart
 
 
 @dataclass
@@ -52,6 +54,11 @@ class Estimator(nn.Module):
     def step_bytes(self, batch: int) -> int:
         """Memory a step needs, about: its decoder rows through the decoder's layers (engine/memory.py)."""
         return rows_bytes(self.decoder_rows(batch), self.decoder.widths())
+
+    def start_from(self, start: LinearStart, y_train: np.ndarray) -> None:
+        """Start the per-point state (adaptive rules, proposals, chains, the encoder) at the exact posterior of
+        the linear model the decoder starts at, z | y_i ~ N(start.posterior_mean(y_i), diag start.posterior_sd()^2),
+        y_train (N_train, n) in the decoder's units. Estimators without such state have nothing to do."""
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The decoder's parameters (and the encoder's, for a VAE)."""

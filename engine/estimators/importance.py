@@ -10,12 +10,14 @@ mixed defensively with the prior (modes warm-started from the last visit).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..likelihood.importance import DEFENSIVE_WEIGHT, GaussianProposal, log_mean_exp, log_weights
 from ..likelihood.laplace import RESTART_EVERY, WarmLaplace
 from ..networks import Decoder
+from ..ppca import LinearStart
 from .base import Estimator, Objective
 
 
@@ -32,6 +34,10 @@ class ImportanceSamplingMLE(Estimator):
             return batch * self.samples
         search = batch * (self.laplace.candidates.shape[0] + 1) // RESTART_EVERY  # every 32 steps, forward only
         return batch * (self.samples + self.decoder.m + 2) + search  # + g and J, the step's check
+
+    def start_from(self, start: LinearStart, y_train: np.ndarray) -> None:
+        """Every point's mode at its exact linear posterior mean (the linear start's mode)."""
+        self.laplace.start_at(torch.as_tensor(start.posterior_mean(y_train)))
 
     def objective(self, x: Tensor, idx: Tensor, step: int) -> Objective:
         q = None

@@ -13,6 +13,7 @@ weights softmax_g(t_g).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -26,6 +27,7 @@ from ..likelihood.quadrature import (
     posterior_mean_on_grid,
 )
 from ..networks import Decoder
+from ..ppca import LinearStart
 from .base import Estimator, Objective
 
 
@@ -68,6 +70,11 @@ class AdaptiveGaussHermiteMLE(Estimator):
     def decoder_rows(self, batch: int) -> int:
         search = batch * (self.grids.candidates.shape[0] + 1) // RESTART_EVERY  # every 32 steps, forward only
         return batch * self.u.shape[0] + search
+
+    def start_from(self, start: LinearStart, y_train: np.ndarray) -> None:
+        """Every point's Gaussian at its exact linear posterior (exact for the linear start: no Laplace fit on
+        the first visit)."""
+        self.grids.start_at(torch.as_tensor(start.posterior_mean(y_train)), torch.as_tensor(start.posterior_sd()))
 
     def objective(self, x: Tensor, idx: Tensor, step: int) -> Objective:
         centre, chol = self.grids.locate(self.decoder, x, idx, step % RESTART_EVERY == 0)  # (B, m), (B, m, m)

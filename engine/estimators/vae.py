@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,6 +34,7 @@ from ..estimator_table import objective_label
 from ..likelihood.importance import log_mean_exp
 from ..model import LOG_2PI, log_joint, log_likelihood
 from ..networks import Decoder, Encoder
+from ..ppca import LinearStart
 from .base import Estimator, Objective
 
 
@@ -156,6 +158,11 @@ class EncoderEstimator(Estimator):
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return super().trainable_parameters() + list(self.encoder.parameters())
+
+    def start_from(self, start: LinearStart, y_train: np.ndarray) -> None:
+        """The encoder at the linear model's exact posterior, which it represents exactly (`Encoder.start_from`):
+        the ELBO starts equal to log p(x)."""
+        self.encoder.start_from(start)
 
     def _calibrate_sigma(self, x: Tensor, z: Tensor) -> None:
         """sigma^2 = mean squared residual in y's units (per coordinate for a per-dimension sigma)."""

@@ -74,6 +74,13 @@ class WarmGrids(torch.nn.Module):
         self.register_buffer("seen", torch.zeros(n_train, dtype=torch.bool))  # (N_train,) visited before
 
     @torch.no_grad()
+    def start_at(self, centres: Tensor, sd: Tensor) -> None:
+        """Every point's q at N(centres_b, diag sd^2), taken as visited: centres (N_train, m), sd (m,)."""
+        self.centres.copy_(centres.to(self.centres))
+        self.chols.copy_(torch.diag(sd.to(self.chols)).expand_as(self.chols))
+        self.seen.fill_(True)
+
+    @torch.no_grad()
     def locate(self, model: LatentGaussianModel, x: Tensor, idx: Tensor, search: bool) -> tuple[Tensor, Tensor]:
         """q for rows `idx` of this visit: the stored one, or a Laplace fit on a first visit and, if `search`,
         where a candidate start beats the stored centre from outside q. Returns centre (B, m), chol (B, m, m)."""

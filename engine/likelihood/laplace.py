@@ -147,6 +147,12 @@ class WarmLaplace(torch.nn.Module):
         self.register_buffer("seen", torch.zeros(n_train, dtype=torch.bool))  # (N_train,) visited before
 
     @torch.no_grad()
+    def start_at(self, modes: Tensor) -> None:
+        """Every point's mode at `modes` (N_train, m), taken as visited (one Gauss-Newton step a visit follows)."""
+        self.modes.copy_(modes.to(self.modes))
+        self.seen.fill_(True)
+
+    @torch.no_grad()
     def update(self, model: LatentGaussianModel, x: Tensor, idx: Tensor, search: bool) -> tuple[Tensor, Tensor]:
         """Refresh the approximations of rows `idx` under the current model: returns mode (B, m), chol (B, m, m)."""
         z = self.modes[idx].to(x.dtype)

@@ -6,11 +6,21 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QGroupBox, QVBoxLayout, QWidget
 
-from engine.config import ACTIVATIONS, DEVICES, PREPROCESS, SCHEDULES, SIGMA_MODES, DecoderConfig, TrainingConfig
+from engine.config import (
+    ACTIVATIONS,
+    DEFAULT_MAX_STEPS,
+    DEVICES,
+    INITS,
+    PREPROCESS,
+    SCHEDULES,
+    SIGMA_MODES,
+    DecoderConfig,
+    TrainingConfig,
+)
 from engine.threads import MAX_AUTO
 from engine.trainer import MAX_PROGRESS_RATE, SNAPSHOT_RATE
 
-from .fields import BoolField, ChoiceField, IntField, LayersField, RealField, SectionForm
+from .fields import BoolField, ChoiceField, IntField, LayersField, OptionalIntField, RealField, SectionForm
 
 
 def _group(title: str, *widgets: QWidget) -> QGroupBox:
@@ -44,6 +54,13 @@ class TrainingPanel(QWidget):
                       "standardize": "centred, then divided by each column's standard deviation"})),
             ("activation", "activation", ChoiceField("Activation between the layers of g_θ (and of the "
                                                      "VAE encoder).", ACTIVATIONS)),
+            ("init", "start", ChoiceField(
+                "Where training starts. ppca: at the closed-form linear fit of this m (probabilistic PCA, "
+                "Tipping & Bishop 1999) through g_θ's linear path, σ and every estimator's posterior state "
+                "(and the VAE encoder) from its exact posterior: the held-out score at step 0 is PPCA's, and "
+                "a fit can only improve on the linear model. random: the network's random start.", INITS,
+                tips={"ppca": "start at the linear model's MLE (probabilistic PCA)",
+                      "random": "the network's random initialisation"})),
             ("sigma_mode", "σ mode", ChoiceField("shared: one σ for all n coordinates; per_dim: σ_j per "
                                                  "coordinate.", SIGMA_MODES)),
             ("learn_sigma", "learn σ", BoolField("Learn σ with θ (else it stays at σ init).", "learn σ")),
@@ -60,22 +77,34 @@ class TrainingPanel(QWidget):
         self.optimiser.setToolTip("Optimiser: Adam (the engine's one optimiser)")
         self.training_form = SectionForm("training", training, [
             ("lr", "learning rate", RealField("η: Adam's learning rate. (0, 10].")),
-            ("schedule", "schedule", ChoiceField("Learning-rate schedule: constant, or cosine decay to 5 % "
-                                                 "of η over the steps.", SCHEDULES)),
+            ("schedule", "schedule", ChoiceField(
+                "Learning-rate schedule. plateau: η halved whenever the held-out estimate stops gaining "
+                "(the tolerance over the window below); a plateau at η/32 is convergence. cosine: decay to "
+                "5 % of η over the step cap or the time limit (it needs one), to the cap. constant: η; the "
+                "first plateau is convergence.", SCHEDULES,
+                tips={"plateau": "halve η at each plateau; converged at η/32",
+                      "cosine": "decay over the cap; runs to it",
+                      "constant": "η throughout; converged at the first plateau"})),
             ("batch_size", "batch size B", IntField("B: points per minibatch. 1 to 1 000 000.", 1, 1_000_000)),
-            ("steps", "steps", IntField("Optimiser steps. 1 to 10 000 000.", 1, 10_000_000)),
+            ("steps", "step cap", OptionalIntField(
+                "An optional cap on the optimiser steps. Empty: train until converged, at most "
+                f"{DEFAULT_MAX_STEPS:,} steps (none with a time limit). With a time limit too: whichever "
+                "comes first. 1 to 10 000 000.".replace(",", " "), placeholder="until converged")),
             ("time_limit", "time limit (s)", RealField(
-                "Seconds of training: the run stops at the time limit or after the steps, whichever comes "
-                "first, and the cosine schedule ends with the time. Empty: no limit (steps only). "
-                "(0, 10 000 000].", optional=True, placeholder="none")),
+                "An optional cap on the seconds of training: the run stops when it converges, at the time "
+                "limit or at the step cap, whichever comes first (the cosine schedule ends with it). Empty: "
+                "none. (0, 10 000 000].", optional=True, placeholder="none")),
+            ("tol", "tolerance", RealField(
+                "Convergence: nats per point. The held-out estimate's mean over the last `window` "
+                "evaluations gaining less than this on the window before is a plateau. [0, 1000].")),
             ("val_fraction", "held-out fraction", RealField(
                 "Fraction of the N points held out for the held-out log-likelihood (never trained on). "
                 "[0, 0.9].")),
             ("eval_every", "eval every", IntField("Held-out log-likelihood every this many steps. "
                                                   "1 to 10 000 000.", 1, 10_000_000)),
-            ("patience", "patience", IntField("Early stop after this many evaluations without held-out "
-                                              "improvement (the best state is kept); 0: off. 0 to 100 000.",
-                                              0, 100_000)),
+            ("patience", "window", IntField(
+                "Held-out evaluations in each window of the convergence test (the run keeps its best "
+                "evaluated state); 0: never converged, train to the cap. 0 to 100 000.", 0, 100_000)),
             ("snapshot_every", "plot every", IntField(
                 f"The live plots may get new data every this many steps, at most {MAX_PROGRESS_RATE:g} times a "
                 f"second (the manifold and latents {SNAPSHOT_RATE:g} times). 1 to 10 000 000.", 1, 10_000_000)),

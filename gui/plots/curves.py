@@ -27,6 +27,21 @@ REF_PEN = pg.mkPen("#222222", width=1.5, style=Qt.PenStyle.DashLine)
 LIVE_Z = 10  # the live run's curves are drawn over the finished runs' ones
 FINAL_SYMBOL = "star"  # a run's final held-out score (all held-out points), at its last step
 LEGEND_ROWS = 12  # legend entries a column before the legend takes another column
+OPEN_RANGE = 2000  # the first x range of a run until converged (it grows with the run)
+CUT_STYLE = Qt.PenStyle.DotLine  # the plateau schedule's learning-rate cuts
+CONVERGED_STYLE = Qt.PenStyle.DashLine  # where convergence was declared
+
+
+def step_marks(cuts: tuple[int, ...] | list[int], converged_at: int | None, colour: str) -> list[pg.InfiniteLine]:
+    """Vertical lines at the learning-rate cuts (dotted) and at convergence (dashed), in the run's colour."""
+    marks = []
+    for step, style, tip in [*((s, CUT_STYLE, f"step {s}: the learning rate halved (plateau schedule)") for s in cuts),
+                             *(((converged_at, CONVERGED_STYLE, f"step {converged_at}: converged"),)
+                               if converged_at is not None else ())]:
+        mark = pg.InfiniteLine(pos=float(step), angle=90, movable=False, pen=pg.mkPen(colour, width=1, style=style))
+        mark.setToolTip(tip)
+        marks.append(mark)
+    return marks
 
 
 class CurvesView(QWidget, LiveView):
@@ -52,7 +67,8 @@ class CurvesView(QWidget, LiveView):
                 plot.setXLink(self.objective_plot)
         self.heldout_plot.titleLabel.setToolTip("Held-out log-likelihood, nats/point: periodic estimates on a fixed "
                                                 "subsample of the held-out points; ★ a run's final score, on all "
-                                                "of them")
+                                                "of them. Dotted lines: the plateau schedule halved the learning "
+                                                "rate; dashed: the run converged there")
         self.legend = SideLegend()
         self.glw.addItem(self.legend, row=0, col=3)
         # the live run: the dense curves grow at every frame; the sparse held-out one has symbols
@@ -75,8 +91,11 @@ class CurvesView(QWidget, LiveView):
         self._shown: set[int] = set()
         self._ranged = False  # the live run's y ranges were set at least once
         self._drawn: dict[str, int] = {}  # points of each live series on screen
-        self._steps = 0  # the live run's planned steps
+        self._steps = 0  # the live run's planned steps (0: until converged)
         self._x_range = 0.0  # the live run's x axis: 0 to this step
+        self._live_marks: list[tuple[pg.PlotItem, pg.InfiniteLine]] = []  # the live run's cut and convergence lines
+        self._marked = (0, False)  # cuts drawn, convergence drawn
+        self._live_colour = "#222222"
 
         self.log_sigma = QCheckBox("log σ axis")
         self.log_sigma.setToolTip("Show σ on a log scale (useful when σ collapses towards 0)")
@@ -91,21 +110,24 @@ class CurvesView(QWidget, LiveView):
         layout.addWidget(self.glw, 1)
 
     # ------------------------------------------------------------------------------------ live run
-    def start_live(self, colour: str, objective_label: str, steps: int, name: str = "") -> None:
-        """A new run: x is fixed to its steps and y ranges only grow, so the axes are laid out again only
-        when a curve leaves its range, not at every frame. When the run ends, the plots range to all.
-        `name` labels it in the legend."""
+    def start_live(self, colour: str, objective_label: str, steps: int | None, name: str = "") -> None:
+        """A new run: x is fixed to its step cap (a run until converged: OPEN_RANGE, then as it grows,
+        `expect_steps`) and y ranges only grow, so the axes are laid out again only when a curve leaves its
+        range, not at every frame. When the run ends, the plots range to all. `name` labels it in the legend."""
         for s in self.series.values():
             s.clear()
         self._drawn.clear()
+        self._clear_live_marks()
+        self._live_colour = colour
         for plot in self.plots:
             plot.disableAutoRange()
-        self.objective_plot.setXRange(0, steps, padding=0.01)
-        self._steps, self._x_range = steps, float(steps)
+        shown = steps if steps is not None else OPEN_RANGE
+        self.objective_plot.setXRange(0, shown, padding=0.01)
+        self._steps, self._x_range = steps or 0, float(shown)
         self._ranged = False
         pen = pg.mkPen(colour, width=1)
         for curve in self.streams.values():
-            curve.reset(steps, pen)
+            curve.reset(shown, pen)
         self.live_heldout.setData([], [])
         self.live_heldout.setPen(pen)
         self.live_heldout.setSymbolBrush(pg.mkBrush(colour))
@@ -128,6 +150,24 @@ class CurvesView(QWidget, LiveView):
         self.objective_plot.setXRange(0, self._x_range, padding=0.01)
         for curve in self.streams.values():
             curve.set_x_range(self._x_range)
+
+    def set_marks(self, cuts: tuple[int, ...], converged_at: int | None) -> None:
+        """The live run's learning-rate cuts and convergence so far, as vertical lines on the objective and
+        held-out plots (only the new ones are added)."""
+        new_cuts = cuts[self._marked[0]:]
+        new_end = converged_at if not self._marked[1] else None
+        if not new_cuts and new_end is None:
+            return
+        for plot in (self.objective_plot, self.heldout_plot):
+            for mark in step_marks(new_cuts, new_end, self._live_colour):
+                plot.addItem(mark)
+                self._live_marks.append((plot, mark))
+        self._marked = (len(cuts), self._marked[1] or new_end is not None)
+
+    def _clear_live_marks(self) -> None:
+        for plot, mark in self._live_marks:
+            plot.removeItem(mark)
+        self._live_marks, self._marked = [], (0, False)
 
     def set_objective_label(self, label: str) -> None:
         """What the live run's objective is (its first progress names it)."""
@@ -175,6 +215,7 @@ class CurvesView(QWidget, LiveView):
             curve.reset()
         self.live_heldout.setData([], [])
         self.legend.removeItem(self.live_heldout)
+        self._clear_live_marks()
         self._live_label = None
         self._fit_legend()
         self._update_titles()
@@ -249,18 +290,22 @@ class CurvesView(QWidget, LiveView):
 
     # ------------------------------------------------------------------------------------ overlays
     def set_overlay(self, run_id: int, history: History | None, colour: str, name: str, visible: bool,
-                    final: tuple[float, float] | None = None, label: str = "") -> None:
+                    final: tuple[float, float] | None = None, label: str = "",
+                    marks: tuple[tuple[int, ...], int | None] = ((), None)) -> None:
         """Show or hide a finished run's curves; the items are made once per run, then toggled. `final`:
-        (step, value) of its final held-out score; `label`: what its objective is."""
+        (step, value) of its final held-out score; `label`: what its objective is; `marks`: its learning-rate
+        cuts and the step where it converged."""
         overlay = self.overlays.get(run_id)
         if overlay is None:
             if not visible or history is None:
                 return
-            overlay = Overlay(history, colour, self.log_sigma.isChecked(), final, name, label)
+            overlay = Overlay(history, colour, self.log_sigma.isChecked(), final, name, label, marks)
             self.objective_plot.addItem(overlay.objective)
             self.heldout_plot.addItem(overlay.heldout)
             self.heldout_plot.addItem(overlay.final)
             self.sigma_plot.addItem(overlay.sigma)
+            for mark in overlay.marks:
+                self.heldout_plot.addItem(mark)
             self.overlays[run_id] = overlay
         if visible == (run_id in self._shown):
             return
@@ -285,7 +330,7 @@ class Overlay:
     held-out points, at the last step) a star. All are cached as pixmaps."""
 
     def __init__(self, history: History, colour: str, log_sigma: bool, final: tuple[float, float] | None = None,
-                 name: str = "", label: str = ""):
+                 name: str = "", label: str = "", marks: tuple[tuple[int, ...], int | None] = ((), None)):
         self.history = history
         self.name, self.label = name, label
         pen = QPen(QColor(colour), 0)  # a one-pixel line; width 0 also keeps the item's bounds exact
@@ -300,8 +345,9 @@ class Overlay:
         ok = final is not None and all(math.isfinite(v) for v in final)
         self.final = pg.ScatterPlotItem([final[0]] if ok else [], [final[1]] if ok else [], symbol=FINAL_SYMBOL,
                                         size=13, brush=pg.mkBrush(colour), pen=pg.mkPen("#222222", width=1))
-        self.items = (self.objective, self.heldout, self.final, self.sigma)
-        cache_static(*self.items)
+        self.marks = step_marks(marks[0], marks[1], colour)  # on the held-out plot
+        self.items = (self.objective, self.heldout, self.final, self.sigma, *self.marks)
+        cache_static(self.objective, self.heldout, self.final, self.sigma)
 
     def set_log_sigma(self, on: bool) -> None:
         """σ in the units of the σ axis."""

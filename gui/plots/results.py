@@ -109,7 +109,8 @@ COLUMNS: list[Column] = [
     ("time (s)", "Training wall time", lambda r: (_fmt(r.metrics.get("wall_time"), 1),
                                                   _num(r.metrics.get("wall_time")))),
     ("steps", "Optimiser steps done", lambda r: (str(r.metrics.get("steps", "—")), _num(r.metrics.get("steps")))),
-    ("status", "done, early_stopped, stopped or failed; and whether the held-out scoring was stopped or "
+    ("status", "converged, cap_reached (the step cap or the time limit came first), stopped or failed; and "
+     "whether the held-out scoring was stopped or "
      "failed (the reason in the tooltip)", _status),
 ]
 CSV_FIELDS = ("run", "estimator", "mixing", "n", "m", "samples", "heldout_loglik", "heldout_loglik_se",
