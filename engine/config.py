@@ -198,7 +198,7 @@ class TrainingConfig:
     tol: float = 1e-3  # nats per point: a smaller gain of the held-out estimate over the window is no gain
     val_fraction: float = 0.2
     eval_every: int = 200  # held-out log-likelihood every this many steps
-    patience: int = 10  # evaluations in the convergence test's window; 0: no test (train to the cap, keep the last state)
+    patience: int = 10  # evaluations in the convergence window; 0: no test (train to the cap, keep the last state)
     snapshot_every: int = 25  # progress callback every this many steps (capped at trainer.MAX_PROGRESS_RATE a second)
     time_limit: float | None = None  # time cap in seconds; the cosine schedule ends with it
     threads: int = 0  # torch intra-op threads; 0: auto (engine/threads.py)

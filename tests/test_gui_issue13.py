@@ -459,7 +459,7 @@ def test_unscored_and_stopped_scorings_read_as_such(qtbot: Any) -> None:
     model = ResultsModel(session)
     for run_id, metrics in ((1, {"scored": False, "warnings": ["not scored yet: the scoring was still running"]}),
                             (2, {"scoring_stopped": True, "warnings": ["scoring stopped by the user"]})):
-        session.add_record(RunRecord(run_id, "#0072B2", cfg, metrics, _history(), "converged", "converged at step 100", ""))
+        session.add_record(RunRecord(run_id, "#0072B2", cfg, metrics, _history(), "converged", "converged", ""))
     held = next(i for i, c in enumerate(COLUMNS) if c[0] == "held-out log-lik")
     assert [model.data(model.index(r, held)) for r in range(2)] == ["not scored", "scoring stopped"]
     assert "still running" in model.data(model.index(0, held), Qt.ItemDataRole.ToolTipRole)
