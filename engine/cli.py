@@ -554,6 +554,14 @@ def cmd_select_m(a: argparse.Namespace) -> int:
         return 1
     print(f"chosen m = {doc['chosen_m']} (the smallest within one paired standard error of the best, m = "
           f"{doc['best_m']}); {a.out}/select_m.json")
+    capped = [str(c["m"]) for c in doc["candidates"] if c["status"] == "cap_reached"]
+    kept = [str(c["m"]) for c in doc["candidates"] if c.get("linear_kept")]
+    if capped:
+        print(f"warning: m = {', '.join(capped)} did not converge within the budget given; the choice compares "
+              "unfinished fits there (raise --steps or --time-limit, or leave both out)", file=sys.stderr)
+    if kept:
+        print(f"m = {', '.join(kept)}: the fit ended below PPCA's held-out score, so PPCA's counts for that m",
+              file=sys.stderr)
     return 130 if stop.requested else 0
 
 

@@ -718,8 +718,10 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Choose m: no m was scored{stopped}; m is unchanged", 15000)
             return
         c = selected.choice
+        capped = [str(r["m"]) for r in selected.record["candidates"] if r["status"] == "cap_reached"]
+        unfinished = f"; m = {', '.join(capped)} did not converge within the cap" if capped else ""
         note = (f"m = {c.chosen}: chosen from the data{stopped} (the smallest m within one paired SE of the best, "
-                f"m = {c.best})")
+                f"m = {c.best}{unfinished})")
         self._take_m(c.chosen, note)
         if self.select_m_dialog is not None:
             self.select_m_dialog.close()

@@ -174,10 +174,12 @@ def test_random_init_keeps_the_random_start() -> None:
 
 
 def test_a_default_run_on_linear_data_converges_at_the_linear_mle() -> None:
-    """The default config (no steps, no time limit): it converges, and its held-out score is PPCA's within
-    0.01 nats a point (the decoder can only add overfitting to the linear truth)."""
+    """No steps, no time limit (the convergence test on a shorter clock than the default): it converges, and
+    its held-out score is PPCA's within 0.01 nats a point (the decoder can only add overfitting to the linear
+    truth)."""
     data = simulate_linear(n=6, m=2, N=2000)
-    cfg = RunConfig(decoder=DecoderConfig(m=2, hidden=(16,)), training=TrainingConfig(threads=1))
+    cfg = RunConfig(decoder=DecoderConfig(m=2, hidden=(16,)), training=TrainingConfig(eval_every=50, patience=5,
+                                                                                      threads=1))
     r = train(cfg, data)
     assert r.status == "converged" and r.convergence["converged_at"] == r.steps_done < DEFAULT_MAX_STEPS
     assert len(r.convergence["lr_cuts"]) == round(math.log(MIN_LR_FACTOR, 0.5))
@@ -260,13 +262,17 @@ def test_linear_start_handles_degenerate_data_with_the_floor() -> None:
 
 
 def _select_m(tmp_path: Path, sim: list[str], max_m: int, hidden: str) -> dict:
+    """select-m until converged, with no step cap: a small decoder, and the convergence test on a shorter
+    clock than the default (evaluations every 50 steps, windows of 5) so that the test takes a minute."""
     from engine.cli import main as cli_main
 
     data = tmp_path / "d.npz"
     assert cli_main(["simulate", *sim, "--out", str(data)]) == 0
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"training": {"eval_every": 50, "patience": 5}}))
     out = tmp_path / "sel"
-    assert cli_main(["select-m", "--data", str(data), "--max-m", str(max_m), "--hidden", hidden, "--threads", "1",
-                     "--quiet", "--out", str(out)]) == 0
+    assert cli_main(["select-m", "--data", str(data), "--config", str(config), "--max-m", str(max_m), "--hidden",
+                     hidden, "--threads", "1", "--quiet", "--out", str(out)]) == 0
     return json.loads((out / "select_m.json").read_text())
 
 
@@ -274,8 +280,8 @@ def _select_m(tmp_path: Path, sim: list[str], max_m: int, hidden: str) -> dict:
 def test_select_m_chooses_the_true_m_of_linear_data(tmp_path: Path) -> None:
     """Linear data with m = 3 (the issue's failure: m = 4 chosen from an unfinished m = 3 fit): every candidate
     fitted by one estimator to convergence from its linear start, none below PPCA; the true m is chosen."""
-    doc = _select_m(tmp_path, ["--mixing", "linear", "--n", "8", "--m", "3", "--sigma", "0.5", "--samples", "2000",
-                               "--seed", "4"], 4, "16")
+    doc = _select_m(tmp_path, ["--mixing", "linear", "--n", "8", "--m", "3", "--sigma", "0.5", "--samples", "1500",
+                               "--seed", "4"], 4, "8")
     assert doc["chosen_m"] == 3 == doc["true_m"]
     for c in doc["candidates"]:
         assert c["estimator"] == "mle-importance" and c["status"] == "converged"
@@ -284,8 +290,8 @@ def test_select_m_chooses_the_true_m_of_linear_data(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_select_m_chooses_the_true_m_of_mlp_data(tmp_path: Path) -> None:
-    doc = _select_m(tmp_path, ["--mixing", "mlp", "--n", "5", "--m", "2", "--sigma", "0.1", "--samples", "2000",
-                               "--seed", "2"], 3, "32")
+    doc = _select_m(tmp_path, ["--mixing", "mlp", "--n", "5", "--m", "2", "--sigma", "0.1", "--samples", "1500",
+                               "--seed", "2"], 3, "16")
     assert doc["chosen_m"] == 2 == doc["true_m"]
     assert all(c["status"] == "converged" for c in doc["candidates"])
 
