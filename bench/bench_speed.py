@@ -62,6 +62,7 @@ LR = 3e-3
 HIDDEN = 64
 TARGET_RATIO = {"mle-adaptive": 3.0, "mle-importance": 3.0}  # eval-off step / vae eval-off step, at most
 TARGET_FIT_VS_BARE = 0.95
+BENCH_STEPS = 2000  # steps of every timed fit (a run until converged has no fixed length to compare)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -271,12 +272,14 @@ def write_data(directory: Path, samples: int) -> tuple[Path, torch.Tensor]:
 
 
 def eval_off_config(directory: Path, m: int) -> Path:
-    """A RunConfig JSON with the periodic held-out evaluation off (eval_every = 10^7), else the defaults."""
+    """A RunConfig JSON with the periodic held-out evaluation off (eval_every = 10^7, and so no convergence test:
+    patience 0), else the defaults."""
     from engine.config import RunConfig
 
     cfg = RunConfig()
     cfg.decoder.m = m  # with --config, the CLI takes m from the config, not from the data
     cfg.training.eval_every = 10**7
+    cfg.training.patience = 0
     path = directory / "eval-off.json"
     path.write_text(cfg.to_json(), encoding="utf-8")
     return path
@@ -312,7 +315,7 @@ def vae_section(data_file: Path, x_train: torch.Tensor, tmp: Path, steps: int, r
     return out
 
 
-def estimator_section(data_file: Path, tmp: Path, steps: int | None, repeats: int, config: Path,
+def estimator_section(data_file: Path, tmp: Path, steps: int, repeats: int, config: Path,
                       score: bool) -> dict:
     user: dict[str, list[float]] = {e: [] for e in ESTIMATORS}
     off: dict[str, list[float]] = {e: [] for e in ESTIMATORS}
@@ -385,9 +388,7 @@ def main() -> None:
         a.steps, a.repeats, a.estimator_repeats = a.steps or 20, 1, 1
     a.out = a.out or str(Path(tempfile.gettempdir()) / "speed_results.quick.json" if a.quick
                          else Path(__file__).with_name("speed_results.json"))
-    from engine.config import TrainingConfig
-
-    steps_vae = a.steps if a.steps is not None else TrainingConfig().steps
+    steps_vae = a.steps if a.steps is not None else BENCH_STEPS
     pyro_note = "left out (--no-pyro)" if a.no_pyro else pyro_available()
     res: dict = {"torch": torch.__version__, "batch": BATCH, "threads": 1, "quick": a.quick,
                  "data": {"mixing": "mlp", "n": 5, "m": 2, "sigma": 0.1, "samples": a.samples, "seed": 0},
@@ -405,7 +406,7 @@ def main() -> None:
         res["vae"] = vae_section(data_file, x_train, tmp, steps_vae, a.repeats, pyro_note is None, a.score)
         if not a.skip_estimators:
             print("Estimators:", flush=True)
-            res["estimators"] = estimator_section(data_file, tmp, a.steps, a.estimator_repeats,
+            res["estimators"] = estimator_section(data_file, tmp, steps_vae, a.estimator_repeats,
                                                   eval_off_config(tmp, 2), a.score)
     Path(a.out).write_text(json.dumps(res, indent=2), encoding="utf-8")
     if "estimators" not in res:

@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "--time-limit, runs to the cap) or constant")
         f.add_argument("--tol", type=float, help="convergence tolerance in nats per point over the window of "
                        "--patience evaluations (default 0.001)")
-        f.add_argument("--patience", type=int, help="held-out evaluations in the convergence window (default 5; "
+        f.add_argument("--patience", type=int, help="held-out evaluations in the convergence window (default 10; "
                        "0: never converged, train to the cap)")
         f.add_argument("--init", choices=INITS, help="start: ppca (default: the closed-form linear fit of the "
                        "model's m, so a fit starts at PPCA's score) or random")

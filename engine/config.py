@@ -122,11 +122,10 @@ class DecoderConfig:
     activation: str = "tanh"
     sigma_mode: str = "shared"  # one sigma, or one per output dimension
     learn_sigma: bool = True
-    sigma_init: float | None = None  # None: half the data's mean standard deviation
+    sigma_init: float | None = None  # None: the linear start's (init ppca), else half the data's mean spread
     sigma_min: float | None = None  # floor; None: 1e-3 times the data's mean standard deviation; 0: none
     preprocess: str = "none"  # none | center | standardize: g and sigma act on (x - shift) / scale (networks.py)
     init: str = "ppca"  # ppca: start at the closed-form linear fit of this m (networks.start_linear); random
-
 
     def validate(self, prefix: str = "decoder") -> None:
         _int_in(f"{prefix}.m", self.m, 1, 100)

@@ -90,8 +90,9 @@ def score_run(result: RunResult, data: Dataset, test: Dataset | None = None,
     if test is None and np.array_equal(result.heldout_idx, result.train_idx):
         out["warnings"].append("no held-out points (val_fraction = 0 and no test set): scored on the training "
                                "points, which flatters the fit")
-    overfit = overfitting_warning(result.history)
-    if overfit:
+    kept = result.convergence.get("best_step")
+    overfit = None if kept is not None and kept != result.steps_done else overfitting_warning(result.history)
+    if overfit:  # a run that kept its best state has already undone what came after it
         out["warnings"].append(overfit)
     if out["sigma_at_floor"]:
         out["warnings"].append(f"sigma sits at its floor sigma_min = {result.decoder.sigma_min:.3g}: the "

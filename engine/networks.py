@@ -260,11 +260,11 @@ def build_decoder(n: int, cfg: DecoderConfig, x_train: Tensor) -> Decoder:
     return dec
 
 
-def start_linear(decoder: Decoder, x_train: Tensor, keep_sigma: bool = False) -> LinearStart:
+def start_linear(decoder: Decoder, x_train: Tensor, keep_sigma: bool = False) -> tuple[LinearStart, np.ndarray]:
     """Put the decoder at the closed-form linear fit of its m (`ppca.linear_start`, in y's units): g(z) = W z +
     mean through the linear path, the nonlinear part's output zero, sigma from the fit (unless `keep_sigma`,
     a sigma the user set). Its log-likelihood is then PPCA's exactly. Returns the fit, whose exact posterior
-    starts the estimators' per-point state."""
+    starts the estimators' per-point state, and the training points in y's units (N, n), float64."""
     y = decoder.to_model_units(x_train.double().to(decoder.data_shift.device)).cpu().numpy()
     sigma_now = float(decoder.model_sigma().detach().reshape(-1)[0])
     start = linear_start(y, decoder.m, sigma_now**2, (1.5 * decoder.sigma_min) ** 2)
@@ -275,4 +275,4 @@ def start_linear(decoder: Decoder, x_train: Tensor, keep_sigma: bool = False) ->
         start.sigma2 = sigma_now**2  # W from the fit, sigma as set: no longer PPCA's optimum, still linear
     else:
         decoder.set_sigma(torch.tensor(math.sqrt(start.sigma2), dtype=decoder.rho.dtype, device=decoder.rho.device))
-    return start
+    return start, y

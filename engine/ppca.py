@@ -79,22 +79,22 @@ class LinearStart:
 
 
 def ridge_sigma2(lam: np.ndarray, default: float) -> float:
-    """sigma^2 for m >= n, where the likelihood does not identify it: `default` (the decoder's usual start)
-    when it leaves every eigenvalue of S above it, else half the smallest eigenvalue."""
+    """sigma^2 for m >= n, where the likelihood does not identify it: `default` (the decoder's usual start),
+    at most half the smallest eigenvalue of S (so that every direction keeps a latent part)."""
     return float(min(default, 0.5 * lam[-1])) if lam[-1] > 0 else float(default)
 
 
 def linear_start(y: np.ndarray, m: int, default_sigma2: float, sigma2_min: float = 0.0) -> LinearStart:
     """The closed-form linear fit with m latents of y (N, n) (see `LinearStart`): PPCA's MLE for m < n, S's
     Gaussian with sigma^2 = `ridge_sigma2` for m >= n; sigma^2 kept at least `sigma2_min` (the decoder's
-    floor; degenerate data would otherwise give sigma^2 = 0)."""
+    floor) and at least 1e-12 l_1 (degenerate data would otherwise give sigma^2 = 0 and a singular posterior)."""
     N, n = y.shape
     mean = y.mean(0)
     S = (y - mean).T @ (y - mean) / max(N, 1)
     lam, U = np.linalg.eigh(S)
     lam, U = np.maximum(lam[::-1], 0.0), U[:, ::-1]
     sigma2 = float(lam[m:].mean()) if m < n else ridge_sigma2(lam, default_sigma2)
-    sigma2 = max(sigma2, sigma2_min)
+    sigma2 = max(sigma2, sigma2_min, 1e-12 * max(float(lam[0]), 1e-300))
     k = min(m, n)
     W = np.zeros((n, m))
     W[:, :k] = U[:, :k] * np.sqrt(np.maximum(lam[:k] - sigma2, 0.0))

@@ -50,6 +50,7 @@ class TrainingProgress:
     history_rows: list[dict[str, float]] = field(default_factory=list)  # the history since the last progress
     setup: RunSetup | None = None  # the first progress only
     snapshot: Snapshot | None = None  # at most SNAPSHOT_RATE a second, always the first and the last
+    converging: bool = False  # a run until converged under the plateau schedule: `fraction` counts its cuts
     lr_cuts: tuple[int, ...] = ()  # steps where the plateau schedule cut the learning rate, so far
     converged_at: int | None = None  # the step where convergence was declared (the last progress)
     window_gain: float = float("nan")  # the held-out estimate's gain over the convergence window (nats/point)

@@ -2,7 +2,7 @@
 
 RUN_DIR/
     run.json               the full RunConfig, seed, versions, device, status, data split sizes
-    decoder.safetensors    decoder weights (net.layers.{i}.weight / .bias, rho)
+    decoder.safetensors    decoder weights (net.layers.{i}.weight / .bias, the linear path net.skip, rho)
     decoder.json           the decoder's architecture (layer sizes, activation, sigma and its floor)
     encoder.safetensors    (VAE runs) encoder weights
     encoder.json           (VAE runs) the encoder's architecture
@@ -83,7 +83,8 @@ def fit(config: RunConfig, data: Dataset, test: Dataset | None = None, on_progre
 def unscored_metrics(result: RunResult, note: str) -> dict[str, Any]:
     """What metrics.json holds before (or without) a scoring: how the run ended, and why it is unscored."""
     return {"scored": False, "estimator": result.config.estimator.name, "status": result.status,
-            "steps": result.steps_done, "wall_time": result.wall_time, "warnings": [note]}
+            "steps": result.steps_done, "wall_time": result.wall_time, "convergence": result.convergence,
+            "warnings": [note]}
 
 
 def short(text: str, limit: int = 200) -> str:
@@ -335,13 +336,14 @@ def load_run(run_dir: str | Path) -> SavedRun:
 
 
 def _with_defaults(tensors: dict[str, torch.Tensor], module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Files written before preprocessing existed have no data_shift / data_scale: the identity."""
-    for name in ("data_shift", "data_scale"):
+    """Files written before preprocessing existed have no data_shift / data_scale (the identity), before the
+    linear path no net.skip (zero: the same function)."""
+    for name in ("data_shift", "data_scale", "net.skip"):
         if name not in tensors and name in module.state_dict():
             tensors[name] = module.state_dict()[name]
     return tensors
 
 
 def _tensor_bytes(widths: list[int]) -> int:
-    """float32 bytes of an MLP's weights and biases for these layer widths."""
-    return 4 * sum(a * b + b for a, b in itertools.pairwise(widths)) + 4 * widths[-1]
+    """float32 bytes of an MLP's weights and biases for these layer widths, and its linear path."""
+    return 4 * sum(a * b + b for a, b in itertools.pairwise(widths)) + 4 * widths[-1] + 4 * widths[0] * widths[-1]

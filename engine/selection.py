@@ -133,7 +133,8 @@ def select_m_record(named: list[tuple[str, RunConfig]], rows: list[dict[str, Any
 def select_m_chart(doc: dict[str, Any]) -> dict[str, Any]:
     """The PNG's chart: held-out log-likelihood +- SE against m, PPCA's beside it, the chosen m marked."""
     cands = doc["candidates"]
-    series = [{"label": "fitted (held-out ± SE)", "y": [c.get("heldout_loglik") for c in cands],
+    fitted = [c.get("fit_heldout_loglik", c.get("heldout_loglik")) for c in cands]  # the fit's own, not the floor
+    series = [{"label": "fitted (held-out ± SE)", "y": fitted,
                "err": [c.get("heldout_loglik_se") for c in cands], "color": "#1f77b4"},
               {"label": "PPCA (linear)", "y": [c.get("ppca_heldout_loglik") for c in cands], "err": None,
                "color": "#ff7f0e"}]

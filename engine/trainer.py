@@ -144,13 +144,16 @@ class Convergence:
         return float(np.mean(self.values[-w:]) - np.mean(self.values[-2 * w: -w]))
 
     def update(self, step: int, heldout: float) -> bool:
-        """Take an evaluation at `step`; True when it improved on the best (the caller keeps that state)."""
+        """Take an evaluation at `step`; True when it improved on the best (the caller keeps that state). A
+        non-finite estimate is no evidence either way and is left out."""
+        if not math.isfinite(heldout):
+            return False
         improved = heldout > self.best
         self.best = max(self.best, heldout)
         self.values.append(heldout)
         self.since_cut += 1
         gain = self.gain()
-        if self.schedule != "cosine" and self.since_cut > self.patience and gain < self.tol:  # NaN: False
+        if self.schedule != "cosine" and self.since_cut > self.patience and gain <= self.tol:  # NaN: False
             if self.schedule == "plateau" and self.factor > MIN_LR_FACTOR * (1 + 1e-9):
                 self.factor *= PLATEAU_FACTOR
                 self.cuts.append(step)
@@ -237,8 +240,8 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
     gen = torch.Generator(device=device).manual_seed(tc.seed + 1)
     est = build_estimator(config.estimator, decoder, len(train_idx), gen).to(device)
     if config.decoder.init == "ppca":
-        start = start_linear(decoder, x_train, keep_sigma=config.decoder.sigma_init is not None)
-        est.start_from(start, decoder.to_model_units(x_train.double()).cpu().numpy())
+        start, y_train = start_linear(decoder, x_train, keep_sigma=config.decoder.sigma_init is not None)
+        est.start_from(start, y_train)
     B = min(tc.batch_size, len(train_idx))
     threads = apply_threads(tc.threads, est.step_flops(B))
     params = est.trainable_parameters()
@@ -254,11 +257,12 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
     history: list[dict[str, float]] = []
     conv = Convergence(tc.schedule, tc.tol, tc.patience)
     x_monitor = monitor_points(x_val, tc.seed)
+    keep_best = tc.patience > 0  # with the test off, the run keeps its last state
     heldout_now = start_estimate = quick_loglik(decoder, x_monitor, seed=tc.seed)  # step 0: the start is a candidate
     conv.update(0, heldout_now)
-    best_state, best_step = copy.deepcopy(est.state_dict()), 0
+    best_state, best_step = (copy.deepcopy(est.state_dict()) if keep_best else None), 0
     status, message = "cap_reached", ""
-    every_eval = tc.schedule != "cosine"  # the convergence test needs every evaluation
+    every_eval = tc.schedule != "cosine" and keep_best  # the convergence test needs every evaluation
     eval_time, eval_cost = 0.0, 0.0  # seconds spent on the periodic estimate; the last one's cost
     cap = tc.max_steps
     perm = torch.randperm(len(train_idx), generator=batch_gen)
@@ -306,7 +310,7 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
             row["heldout"] = heldout_now
             eval_cost = time.perf_counter() - now
             eval_time += eval_cost
-            if conv.update(step, heldout_now):
+            if conv.update(step, heldout_now) and keep_best:
                 best_state, best_step = copy.deepcopy(est.state_dict()), step
         history.append(row)
         done = conv.converged_at is not None
@@ -328,7 +332,7 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
             break
     if status == "cap_reached":
         message = cap_message(tc, step, time.perf_counter() - t0, conv)
-    if status in FINISHED and tc.patience > 0 and best_step != step:
+    if status in FINISHED and best_state is not None and math.isfinite(conv.best) and best_step != step:
         est.load_state_dict(best_state)
         message += f"; kept the best state (step {best_step}, held-out estimate {conv.best:.4f})"
     wall = time.perf_counter() - t0
@@ -373,14 +377,16 @@ def _progress(step: int, tc: TrainingConfig, fraction: float, rows: list[dict[st
     """The progress record: step, fraction of the run done (steps or time), objective, held-out estimate,
     sigma, speed, the history rows since the previous one, and (the first time) the fixed plot setup."""
     elapsed = time.perf_counter() - t0
-    if tc.steps is None and tc.time_limit is None:  # until converged: how far the plateau schedule has gone
-        fraction = len(conv.cuts) / (PLATEAU_CUTS + 1) if tc.schedule == "plateau" else 0.0
+    converging = tc.steps is None and tc.time_limit is None and tc.schedule == "plateau" and tc.patience > 0
+    if converging:  # until converged: how far the plateau schedule has gone
+        fraction = len(conv.cuts) / (PLATEAU_CUTS + 1)
     return TrainingProgress(
         step=step, steps=tc.steps, fraction=min(fraction, 1.0), time_limit=tc.time_limit,
         objective=rows[-1]["objective"], heldout=heldout,
         sigma=decoder.model_sigma().detach().cpu().reshape(-1).numpy().copy(),  # in the model's units
         sigma_at_floor=decoder.at_floor(), elapsed=elapsed, steps_per_sec=step / max(elapsed, 1e-9),
-        history_rows=[dict(r) for r in rows], setup=setup, snapshot=snapshot, lr_cuts=tuple(conv.cuts),
+        history_rows=[dict(r) for r in rows], setup=setup, snapshot=snapshot, converging=converging,
+        lr_cuts=tuple(conv.cuts),
         converged_at=conv.converged_at, window_gain=conv.gain())
 
 

@@ -51,7 +51,7 @@ from .panels.model_panel import ModelPanel, preset_files
 from .panels.training_panel import TrainingPanel
 from .plots.common import RedrawClock
 from .plots.comparison import ComparisonChart, SelectMDialog
-from .plots.curves import CurvesView
+from .plots.curves import OPEN_RANGE, CurvesView
 from .plots.data_view import DataView, SamplesView
 from .plots.latent_view import LatentView
 from .plots.posterior_view import PosteriorView
@@ -642,8 +642,8 @@ class MainWindow(QMainWindow):
         self.curves.set_marks(p.lr_cuts, p.converged_at)
         if p.time_limit is not None and p.fraction > 0:
             self.curves.expect_steps(p.step / p.fraction)
-        elif self.session.config.training.steps is None:  # until converged: the axis grows with the run
-            self.curves.expect_steps(1.6 * p.step)
+        elif p.steps is None:  # until converged: the axis grows with the run
+            self.curves.expect_steps(max(OPEN_RANGE, 1.6 * p.step))
         self.status.set_progress(p)
 
     def _on_trained(self, trained: tasks.TrainedRun) -> None:

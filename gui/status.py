@@ -58,7 +58,9 @@ class StatusView(LiveView):
                   self.state_label):
             bar.addPermanentWidget(w)
         self.step = 0
-        self.steps = 0
+        self.steps: int | None = 0
+        self.converging = False  # the run goes until converged: the bar counts the plateau schedule's cuts
+        self.series = False  # a series of runs (Choose m): the bar is the series' share done
         self.time_limit: float | None = None
         self.fraction = 0.0  # of the training done, as the trainer reports it
         self.scored = 0.0  # of the final scoring done
@@ -84,6 +86,7 @@ class StatusView(LiveView):
     def start(self, steps: int | None, time_limit: float | None = None, starting: str = "") -> None:
         """A new run; `starting`: what it does before its first step (the bar is busy until then)."""
         self.step, self.steps, self.time_limit = 0, steps, time_limit
+        self.converging, self.series = False, False
         self.fraction, self.scored, self.rate, self.elapsed = 0.0, 0.0, math.nan, math.nan
         self.phase, self.starting = ("starting", starting) if starting else ("", "")
         self.mark_dirty()
@@ -112,17 +115,18 @@ class StatusView(LiveView):
         else:
             self.phase, self.step, self.steps, self.fraction = "", p.step, p.steps, p.fraction
             self.rate, self.elapsed, self.time_limit = p.steps_per_sec, p.elapsed, p.time_limit
+            self.converging = p.converging
         self.mark_dirty()
 
     def set_series(self, step: int, steps: int | None, fraction: float) -> None:
         """A series of runs (Choose m): the current run's step, and the fraction of the whole series done."""
-        self.phase, self.step, self.steps, self.fraction = "", step, steps, fraction
+        self.phase, self.step, self.steps, self.fraction, self.series = "", step, steps, fraction, True
         self.mark_dirty()
 
     @property
     def until_converged(self) -> bool:
-        """The run has no cap of its own: its bar shows the plateau schedule's cuts, no ETA."""
-        return self.steps is None and self.time_limit is None
+        """A run until converged (not a series): its bar shows the plateau schedule's cuts, no ETA."""
+        return self.converging and not self.series
 
     def eta(self) -> float:
         """Seconds left, from the fraction done so far and the time it took (none for a run until converged)."""

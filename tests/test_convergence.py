@@ -82,6 +82,14 @@ def test_the_constant_schedule_converges_at_its_first_plateau_and_cosine_never()
     assert never.converged_at is None and never.cuts == [] and math.isnan(never.gain())
 
 
+def test_a_non_finite_estimate_is_left_out_and_tol_zero_still_converges_when_flat() -> None:
+    conv = Convergence("constant", tol=0.0, patience=2)
+    assert conv.update(0, math.nan) is False and conv.values == [] and conv.best == -math.inf
+    for step in range(1, 5):
+        conv.update(step, 1.0)
+    assert conv.converged_at == 4  # a gain of exactly 0 is no gain
+
+
 def test_the_caps_in_force() -> None:
     assert TrainingConfig().max_steps == DEFAULT_MAX_STEPS
     assert TrainingConfig(time_limit=5.0).max_steps is None  # a time limit alone is the only cap
@@ -101,7 +109,7 @@ def test_the_decoder_starts_at_the_linear_mle_whose_score_it_has(n: int, m: int)
     x = linear_data(n=n, m=min(m, n), N=2000, sigma=0.4)
     train_x, held = x[:1600], x[1600:]
     dec = build_decoder(n, DecoderConfig(m=m), torch.as_tensor(train_x, dtype=torch.float32))
-    start = start_linear(dec, torch.as_tensor(train_x, dtype=torch.float32))
+    start, _ = start_linear(dec, torch.as_tensor(train_x, dtype=torch.float32))
     mean, cov = linear_mle(train_x, m)
     exact = gaussian_loglik(held, mean, cov)
     got = heldout_loglik(dec, held, seed=0)  # quadrature for m <= 2, importance sampling (K = 2000) above
@@ -129,7 +137,7 @@ def test_the_encoder_starts_at_the_exact_posterior_so_the_elbo_is_log_p() -> Non
     xt = torch.as_tensor(x)
     dec = build_decoder(5, DecoderConfig(m=2, hidden=(8,)), xt.float()).double()
     est = build_estimator(EstimatorConfig(name="vae"), dec, len(x), torch.Generator().manual_seed(0)).double()
-    start = start_linear(dec, xt)
+    start, _ = start_linear(dec, xt)
     est.start_from(start, x)
     exact = gaussian_loglik(x[:50], *linear_mle(x, 2))
     bound = elbo(dec, est.encoder, xt[:50], torch.Generator().manual_seed(1), draws=20000)
@@ -142,7 +150,7 @@ def test_the_estimators_per_point_state_starts_at_the_exact_posterior() -> None:
     x = linear_data(n=5, m=2, N=800)
     xt = torch.as_tensor(x, dtype=torch.float32)
     dec = build_decoder(5, DecoderConfig(m=2), xt)
-    start = start_linear(dec, xt)
+    start, _ = start_linear(dec, xt)
     means = start.posterior_mean(x)
     for name in ("mle-adaptive", "mle-importance", "mle-mcem"):
         est = build_estimator(EstimatorConfig(name=name), dec, len(x), torch.Generator().manual_seed(0))
@@ -314,3 +322,32 @@ def test_fit_says_in_one_line_whether_it_converged(tmp_path: Path, capsys: pytes
     assert "warning: NOT converged: cap reached at step 20" in err and "raise --steps (now 20)" in err
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert metrics["status"] == "cap_reached" and metrics["convergence"]["converged_at"] is None
+
+
+def test_a_run_folder_from_before_the_linear_path_loads_with_it_at_zero(tmp_path: Path) -> None:
+    """decoder.safetensors and encoder.safetensors written before net.skip existed: the same function."""
+    from safetensors.torch import load as st_load
+    from safetensors.torch import save as st_save
+
+    from engine.outputs import UnitWriter
+    from engine.runs import load_run, run_files
+
+    data = simulate_linear(n=3, m=1, N=300)
+    r = train(RunConfig(decoder=DecoderConfig(m=1, hidden=(4,)), estimator=EstimatorConfig(name="vae"),
+                        training=TrainingConfig(steps=5, threads=1)), data)
+    with torch.no_grad():
+        r.decoder.net.skip.zero_()
+        r.encoder.net.skip.zero_()
+    files = run_files(r)
+    for stem in ("decoder", "encoder"):
+        tensors = st_load(files[f"{stem}.safetensors"])
+        del tensors["net.skip"]
+        files[f"{stem}.safetensors"] = st_save(tensors, metadata={"format": "nlica-lab"})
+    with UnitWriter(tmp_path / "old", overwrite=False, kind="run") as w:
+        w.write(files)
+    saved = load_run(tmp_path / "old")
+    z = torch.linspace(-3, 3, 50).unsqueeze(1)
+    with torch.no_grad():
+        assert torch.equal(saved.decoder.mean(z), r.decoder.mean(z))
+        x = torch.as_tensor(data.x[:20], dtype=torch.float32)
+        assert torch.equal(saved.encoder(x)[0], r.encoder(x)[0])

@@ -223,7 +223,7 @@ class OptionalIntField(Field):
         try:
             return int(text)
         except ValueError:
-            raise ValueError(f"{text!r} is not a whole number; empty: auto") from None
+            raise ValueError(f"{text!r} is not a whole number; empty: {self.line.placeholderText()}") from None
 
     def set_value(self, value: Any) -> None:
         self.line.setText("" if value is None else str(int(value)))

@@ -63,9 +63,11 @@ class TrainingPanel(QWidget):
                       "random": "the network's random initialisation"})),
             ("sigma_mode", "σ mode", ChoiceField("shared: one σ for all n coordinates; per_dim: σ_j per "
                                                  "coordinate.", SIGMA_MODES)),
-            ("learn_sigma", "learn σ", BoolField("Learn σ with θ (else it stays at σ init).", "learn σ")),
-            ("sigma_init", "σ init", RealField("σ at the start. Empty: half the data's mean standard "
-                                               "deviation. (0, 1000], above the floor.", optional=True)),
+            ("learn_sigma", "learn σ", BoolField("Learn σ with θ (else it stays where it starts: σ init, or the "
+                                                    "linear start's σ).", "learn σ")),
+            ("sigma_init", "σ init", RealField("σ at the start. Empty: the linear start's (PPCA's σ) with "
+                                               "start ppca, else half the data's mean standard deviation. "
+                                               "(0, 1000], above the floor.", optional=True)),
             ("sigma_min", "σ floor", RealField(
                 "σ_min: σ = σ_min + softplus(ρ) never goes below it. Empty: 10⁻³ × the data's standard "
                 "deviation; 0: no floor, and the likelihood is unbounded as σ → 0 (Mattei & Frellsen "
