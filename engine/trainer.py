@@ -43,6 +43,7 @@ DISPLAY_POINTS = 500  # training points whose inferred latents are sent to the l
 MAX_PROGRESS_RATE = 20.0  # progress records per second at most: the curves redraw at 15 Hz
 SNAPSHOT_RATE = 5.0  # plot snapshots (learned manifold, inferred latents) per second at most
 MONITOR_POINTS = 256  # validation points (a fixed seeded subsample) that the periodic estimate scores
+CHECK_POINTS = 4096  # validation points on which the kept state meets the linear start at the end
 MAX_ABS_DATA = 1e15  # larger data values overflow the float32 sums of squares of a step
 EVAL_SHARE = 0.03  # the periodic estimate's share of the training time, at most (unless patience is on)
 
@@ -89,11 +90,11 @@ def split_indices(N: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def monitor_points(x_val: np.ndarray, seed: int) -> np.ndarray:
-    """The periodic estimate's points: all validation points, or a seeded subsample of MONITOR_POINTS."""
-    if len(x_val) <= MONITOR_POINTS:
+def monitor_points(x_val: np.ndarray, seed: int, count: int = MONITOR_POINTS) -> np.ndarray:
+    """The periodic estimate's points: all validation points, or a seeded subsample of `count`."""
+    if len(x_val) <= count:
         return x_val
-    rows = np.random.default_rng(seed).choice(len(x_val), MONITOR_POINTS, replace=False)
+    rows = np.random.default_rng(seed).choice(len(x_val), count, replace=False)
     return x_val[np.sort(rows)]
 
 
@@ -261,6 +262,7 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
     heldout_now = start_estimate = quick_loglik(decoder, x_monitor, seed=tc.seed)  # step 0: the start is a candidate
     conv.update(0, heldout_now)
     best_state, best_step = (copy.deepcopy(est.state_dict()) if keep_best else None), 0
+    start_state = best_state  # the linear start, for the final check (`linear_start_check`)
     status, message = "cap_reached", ""
     every_eval = tc.schedule != "cosine" and keep_best  # the convergence test needs every evaluation
     eval_time, eval_cost = 0.0, 0.0  # seconds spent on the periodic estimate; the last one's cost
@@ -332,15 +334,39 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
             break
     if status == "cap_reached":
         message = cap_message(tc, step, time.perf_counter() - t0, conv)
-    if status in FINISHED and best_state is not None and math.isfinite(conv.best) and best_step != step:
-        est.load_state_dict(best_state)
-        message += f"; kept the best state (step {best_step}, held-out estimate {conv.best:.4f})"
+    check: dict[str, Any] = {}
+    if status in FINISHED and best_state is not None and math.isfinite(conv.best):
+        if best_step != step:
+            est.load_state_dict(best_state)
+            message += f"; kept the best state (step {best_step}, held-out estimate {conv.best:.4f})"
+        if config.decoder.init == "ppca" and best_step != 0:
+            check = linear_start_check(est, decoder, start_state, x_val, tc.seed)
+            if check["kept"] == "start":
+                best_step = 0
+                message += (f"; the linear start scored higher on {check['points']} validation points "
+                            f"({check['start']:.4f} against {check['best']:.4f}): kept the start")
     wall = time.perf_counter() - t0
     return RunResult(config=config, decoder=decoder, encoder=getattr(est, "encoder", None), history=history,
                      status=status, message=message, device=str(device), seed=tc.seed, train_idx=train_idx,
                      heldout_idx=val_idx if test is None else np.arange(0), wall_time=wall, steps_done=step,
                      versions=versions(), threads=threads, columns=data.columns,
-                     convergence={**convergence_record(conv, best_step), "start_heldout_estimate": start_estimate})
+                     convergence={**convergence_record(conv, best_step), "start_heldout_estimate": start_estimate,
+                                  "start_check": check or None})
+
+
+def linear_start_check(est: Estimator, decoder: Decoder, start_state: dict[str, Any], x_val: np.ndarray,
+                       seed: int) -> dict[str, Any]:
+    """The kept state against the linear start, on up to CHECK_POINTS validation points (one comparison, not
+    the maximum over the run's evaluations on MONITOR_POINTS, whose selection favours a state that got lucky
+    on those points): the estimator keeps whichever scores higher. Returns the two estimates and the choice."""
+    x_check = monitor_points(x_val, seed + 3, CHECK_POINTS)
+    kept_state = copy.deepcopy(est.state_dict())
+    best = quick_loglik(decoder, x_check, seed=seed)
+    est.load_state_dict(start_state)
+    start = quick_loglik(decoder, x_check, seed=seed)
+    if not start > best:
+        est.load_state_dict(kept_state)
+    return {"points": len(x_check), "best": best, "start": start, "kept": "start" if start > best else "best"}
 
 
 def cap_message(tc: TrainingConfig, step: int, elapsed: float, conv: Convergence) -> str:

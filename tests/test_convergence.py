@@ -191,6 +191,8 @@ def test_a_default_run_on_linear_data_converges_at_the_linear_mle() -> None:
     r = train(cfg, data)
     assert r.status == "converged" and r.convergence["converged_at"] == r.steps_done < DEFAULT_MAX_STEPS
     assert len(r.convergence["lr_cuts"]) == round(math.log(MIN_LR_FACTOR, 0.5))
+    check = r.convergence["start_check"]
+    assert check is None or check["kept"] in ("start", "best")
     held = data.x[r.heldout_idx]
     mean, cov = linear_mle(data.x[r.train_idx], 2)
     fit = heldout_loglik(r.decoder, held, seed=0).mean
@@ -232,7 +234,13 @@ def test_the_best_state_is_kept_and_is_never_below_the_start() -> None:
     assert r.convergence["best_heldout_estimate"] >= max(evaluated)
     assert r.convergence["best_heldout_estimate"] >= r.convergence["start_heldout_estimate"]
     monitor = monitor_points(data.x[r.heldout_idx], cfg.training.seed)
-    assert quick_loglik(r.decoder, monitor, seed=0) == pytest.approx(r.convergence["best_heldout_estimate"], abs=1e-9)
+    check = r.convergence["start_check"]
+    kept = r.convergence["start_heldout_estimate"] if check and check["kept"] == "start" else \
+        r.convergence["best_heldout_estimate"]
+    assert quick_loglik(r.decoder, monitor, seed=0) == pytest.approx(kept, abs=1e-9)
+    if check:  # the kept state met the start once, on (here all) validation points: the higher one is kept
+        assert check["points"] == len(r.heldout_idx) and check["kept"] == ("start" if check["start"] > check["best"]
+                                                                           else "best")
 
 
 # --- select-m's candidates --------------------------------------------------------------------------------------
