@@ -1,14 +1,31 @@
-"""What the GUI test files share: the check that no test leaves a QThread running, and a tiny run config."""
+"""What the GUI test files share: the check that no test leaves a QThread running, a window with its own
+settings, and a tiny run config."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import shiboken6
-from PySide6.QtCore import QThread
+from PySide6.QtCore import QSettings, QThread
 
 from engine.config import RunConfig
+
+
+def main_window(qtbot: Any, tmp_path: Path, timeout_ms: int) -> Iterator[Any]:
+    """A shown main window with its own settings file, once its warm-up task is done; closed afterwards (the
+    body of a `window` fixture)."""
+    from gui.main_window import MainWindow
+    from gui.settings import Settings
+
+    w = MainWindow(Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.controller.kind == "warmup" and not w.controller.busy, timeout=timeout_ms)
+    yield w
+    w.close()
 
 
 @pytest.fixture(autouse=True)

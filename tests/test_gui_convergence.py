@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QSettings
 from qt_support import (
+    main_window,
     no_dangling_qthreads,  # noqa: F401  (an autouse fixture: active in this module)
     tiny_config,
 )
@@ -18,7 +18,6 @@ from engine.config import RunConfig
 from engine.progress import TrainingProgress
 from gui.main_window import MainWindow
 from gui.plots.results import COLUMNS
-from gui.settings import Settings
 from gui.state import RunState
 
 RUN_TIMEOUT_MS = 120_000
@@ -26,12 +25,7 @@ RUN_TIMEOUT_MS = 120_000
 
 @pytest.fixture
 def window(qtbot: Any, tmp_path: Path):
-    w = MainWindow(Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)))
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: w.controller.kind == "warmup" and not w.controller.busy, timeout=RUN_TIMEOUT_MS)
-    yield w
-    w.close()
+    yield from main_window(qtbot, tmp_path, RUN_TIMEOUT_MS)
 
 
 def test_the_default_is_until_converged_and_the_caps_are_optional(window: MainWindow) -> None:

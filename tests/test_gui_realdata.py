@@ -16,8 +16,11 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 import pytest
-from PySide6.QtCore import QSettings, Qt
-from qt_support import no_dangling_qthreads  # noqa: F401  (an autouse fixture: active in this module)
+from PySide6.QtCore import Qt
+from qt_support import (
+    main_window,
+    no_dangling_qthreads,  # noqa: F401  (an autouse fixture: active in this module)
+)
 
 from engine.config import RunConfig
 from engine.evaluate import heldout_loglik
@@ -26,7 +29,6 @@ from engine.trainer import split_indices
 from gui import tasks
 from gui.main_window import MainWindow
 from gui.panels.model_panel import PRESET_DIR
-from gui.settings import Settings
 from gui.state import RunState
 
 TIMEOUT_MS = 90_000
@@ -48,12 +50,7 @@ def tiny_config(steps: int = 8) -> RunConfig:
 
 @pytest.fixture
 def window(qtbot: Any, tmp_path: Path):
-    w = MainWindow(Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)))
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: w.controller.kind == "warmup" and not w.controller.busy, timeout=TIMEOUT_MS)
-    yield w
-    w.close()
+    yield from main_window(qtbot, tmp_path, TIMEOUT_MS)
 
 
 def wait_idle(qtbot: Any, w: MainWindow) -> None:
