@@ -168,10 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(path: str) -> Dataset:
-    return load_dataset(path)
-
-
 def cmd_simulate(a: argparse.Namespace) -> int:
     cfg = load_preset(a.preset).simulation if a.preset else SimulationConfig()
     overrides = {k: getattr(a, k) for k in ("mixing", "n", "m", "sigma", "samples", "seed", "degree",
@@ -197,7 +193,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     if not 0 <= a.threads <= 1024:
         raise UsageError(f"--threads: got {a.threads}; expected auto or an integer from 1 to 1024")
     apply_threads(a.threads, math.inf)  # scoring is large work: the idle cores unless told
-    data = _load(a.data)
+    data = load_dataset(a.data)
     if a.truth:
         if data.truth is None:
             raise UsageError(f"{a.data}: holds no true model; --truth needs an .npz written by "
@@ -421,8 +417,8 @@ def _check_test(data: Dataset, test: Dataset | None, path: str | None) -> None:
 
 
 def cmd_fit(a: argparse.Namespace) -> int:
-    data = _load(a.data)
-    test = _load(a.test) if a.test else None
+    data = load_dataset(a.data)
+    test = load_dataset(a.test) if a.test else None
     _check_test(data, test, a.test)
     cfg = _run_config(a, data, a.estimator)
     stop = _CtrlC()
@@ -485,8 +481,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
     if twice:
         raise UsageError(f"--estimators: {twice[0]} is named twice; name each estimator once (each is one run "
                          "folder)")
-    data = _load(a.data)
-    test = _load(a.test) if a.test else None
+    data = load_dataset(a.data)
+    test = load_dataset(a.test) if a.test else None
     _check_test(data, test, a.test)
     configs = [_run_config(a, data, name) for name in names]  # all validated before any training
     stop = _CtrlC()
@@ -523,8 +519,8 @@ def _fit_many(named: list[tuple[str, RunConfig]], data: Dataset, test: Dataset |
 
 
 def cmd_select_m(a: argparse.Namespace) -> int:
-    data = _load(a.data)
-    test = _load(a.test) if a.test else None
+    data = load_dataset(a.data)
+    test = load_dataset(a.test) if a.test else None
     _check_test(data, test, a.test)
     top = a.max_m if a.max_m is not None else min(max(data.n - 1, 1), 6)
     if not 1 <= top <= data.n:

@@ -15,8 +15,6 @@ class RunState(StrEnum):
     FAILED = "failed"
 
 
-CONTROLS = ("start", "pause", "step", "stop", "reset")
-
 # Start and Step (from a state with no run) begin a new run; Step while paused advances one step.
 # Pause toggles to Resume while paused. SCORING: training has ended and the run is being scored on its
 # held-out points; Stop ends the scoring (the trained run is kept), nothing pauses it. FAILED lasts while

@@ -86,12 +86,6 @@ def log_weights(decoder: Decoder, x: Tensor, d: Draws) -> Tensor:
     return log_joint(decoder, x, d.z) - log_q(d.z, d.mu, d.log_s)
 
 
-def iwae_log_weights(decoder: Decoder, encoder: Encoder, x: Tensor, K: int,
-                     gen: torch.Generator | None) -> Tensor:
-    """log w_k = log p(x, z_k) - log q(z_k | x) with reparameterised z_k: (B, n) -> (B, K)."""
-    return log_weights(decoder, x, draw_latents(encoder, x, K, gen))
-
-
 def iwae_bound_at(decoder: Decoder, x: Tensor, d: Draws) -> Tensor:
     """IWAE_K per point on given draws: log (1/K) sum_k w_k, x (B, n) -> (B,)."""
     return log_mean_exp(log_weights(decoder, x, d))
