@@ -60,8 +60,7 @@ from engine.config import (
 )
 from engine.estimator_table import ESTIMATORS, MLE_ESTIMATORS
 from engine.evaluate import heldout_loglik
-from engine.metrics import linear_mle
-from engine.ppca import gaussian_loglik
+from engine.ppca import gaussian_loglik, linear_mle
 from engine.simulate import Dataset, sample_model, simulate
 from engine.trainer import train
 

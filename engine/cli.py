@@ -44,7 +44,7 @@ from .selection import SELECT_M_ESTIMATOR, choose_m, select_m_chart, select_m_re
 from .simulate import Dataset, simulate
 from .storage import DataFileError, load_dataset, save_dataset, unreadable
 from .threads import apply_threads
-from .trainer import RunResult, check_range, preflight, resolve_device
+from .trainer import FINISHED, RunResult, check_range, preflight, resolve_device
 
 USAGE_ERRORS = (ConfigError, DataFileError, RunFileError, OutputError)
 
@@ -387,7 +387,7 @@ def _fit_one(cfg: RunConfig, data: Dataset, test: Dataset | None, writer: UnitWr
     finally:
         bar.close()
     writer.write(run_files(result))
-    if not quiet and result.status in ("converged", "cap_reached"):
+    if not quiet and result.status in FINISHED:
         print(convergence_line(result), file=sys.stderr)
     return result
 
@@ -401,7 +401,7 @@ def convergence_line(result: RunResult) -> str:
     if tc.schedule == "cosine":
         return f"{name}: ran to its cap ({result.steps_done} steps, {result.wall_time:.1f} s; the cosine schedule " \
                "is not tested for convergence)"
-    by_time = tc.time_limit is not None and (tc.max_steps is None or result.steps_done < tc.max_steps)
+    by_time = result.convergence.get("cap") == "training.time_limit"
     flag = f"--time-limit (now {tc.time_limit:g} s)" if by_time else f"--steps (now {tc.max_steps})"
     gain = result.convergence.get("last_window_gain")
     still = "" if gain is None or not math.isfinite(gain) else f", still gaining {gain:.4f} nats/point a window"

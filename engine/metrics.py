@@ -27,7 +27,7 @@ from .evaluate import (
     scored_rows,
     sigma_report,
 )
-from .ppca import gaussian_loglik, ppca_mle
+from .ppca import gaussian_loglik, linear_mle
 from .simulate import Dataset
 from .trainer import RunResult
 
@@ -143,16 +143,6 @@ def score_run(result: RunResult, data: Dataset, test: Dataset | None = None,
     except (ValueError, np.linalg.LinAlgError) as e:
         out["warnings"].append(f"no PPCA reference: {e}")
     return out
-
-
-def linear_mle(x: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """The linear-Gaussian MLE with m latents of x (N, n), as (mean, covariance): PPCA's for m < n, the sample
-    Gaussian (1/N) for m >= n, where W W^T + sigma^2 I can be any covariance."""
-    if m < x.shape[1]:
-        pp = ppca_mle(x, m)
-        return pp.mean, pp.covariance()
-    mean = x.mean(0)
-    return mean, (x - mean).T @ (x - mean) / len(x)
 
 
 COMPARE_COLUMNS = ("estimator", "status", "heldout_loglik", "heldout_loglik_se", "gap_to_truth", "sigma",

@@ -51,6 +51,16 @@ def ppca_mle(x: np.ndarray, m: int) -> PPCAFit:
     return PPCAFit(mean, W, sigma2, float(ll))
 
 
+def linear_mle(x: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The linear-Gaussian MLE with m latents of x (N, n), as (mean, covariance): PPCA's for m < n, the sample
+    Gaussian (1/N) for m >= n, where W W^T + sigma^2 I can be any covariance."""
+    if m < x.shape[1]:
+        pp = ppca_mle(x, m)
+        return pp.mean, pp.covariance()
+    mean = x.mean(0)
+    return mean, (x - mean).T @ (x - mean) / len(x)
+
+
 @dataclass
 class LinearStart:
     """The linear-Gaussian model every fit starts from: g(z) = W z + mean, sigma^2, in y's units.

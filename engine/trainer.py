@@ -333,7 +333,7 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
         if last:
             break
     if status == "cap_reached":
-        message = cap_message(tc, step, time.perf_counter() - t0, conv)
+        message = cap_message(tc, step, conv)
     check: dict[str, Any] = {}
     if status in FINISHED and best_state is not None and math.isfinite(conv.best):
         if best_step != step:
@@ -351,7 +351,8 @@ def train(config: RunConfig, data: Dataset, test: Dataset | None = None, on_prog
                      heldout_idx=val_idx if test is None else np.arange(0), wall_time=wall, steps_done=step,
                      versions=versions(), threads=threads, columns=data.columns,
                      convergence={**convergence_record(conv, best_step), "start_heldout_estimate": start_estimate,
-                                  "start_check": check or None})
+                                  "start_check": check or None,
+                                  "cap": cap_hit(tc, step) if status == "cap_reached" else None})
 
 
 def linear_start_check(est: Estimator, decoder: Decoder, start_state: dict[str, Any], x_val: np.ndarray,
@@ -369,15 +370,20 @@ def linear_start_check(est: Estimator, decoder: Decoder, start_state: dict[str, 
     return {"points": len(x_check), "best": best, "start": start, "kept": "start" if start > best else "best"}
 
 
-def cap_message(tc: TrainingConfig, step: int, elapsed: float, conv: Convergence) -> str:
+def cap_hit(tc: TrainingConfig, step: int) -> str:
+    """Which cap ended a run at `step`: the setting that raises it, training.time_limit or training.steps."""
+    by_time = tc.time_limit is not None and (tc.max_steps is None or step < tc.max_steps)
+    return "training.time_limit" if by_time else "training.steps"
+
+
+def cap_message(tc: TrainingConfig, step: int, conv: Convergence) -> str:
     """Why a run ended at a cap, and (but under the cosine schedule, which runs to its cap) that it had not
     converged: its last window's gain and the setting that raises the cap."""
-    if tc.time_limit is not None and (tc.max_steps is None or step < tc.max_steps):
-        what, raise_it = f"the time limit of {tc.time_limit:g} s", "training.time_limit"
-    elif tc.steps is None:
-        what, raise_it = f"the default cap of {tc.max_steps} steps", "training.steps"
+    raise_it = cap_hit(tc, step)
+    if raise_it == "training.time_limit":
+        what = f"the time limit of {tc.time_limit:g} s"
     else:
-        what, raise_it = f"the cap of {tc.steps} steps", "training.steps"
+        what = f"the {'default ' if tc.steps is None else ''}cap of {tc.max_steps} steps"
     if tc.schedule == "cosine":
         return f"cap reached at step {step}: {what}, where the cosine schedule ends"
     gain = conv.gain()

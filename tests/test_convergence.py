@@ -15,9 +15,8 @@ from engine.config import DEFAULT_MAX_STEPS, ConfigError, DecoderConfig, Estimat
 from engine.estimators import build_estimator
 from engine.estimators.vae import elbo
 from engine.evaluate import heldout_loglik, quick_loglik
-from engine.metrics import linear_mle
 from engine.networks import build_decoder, start_linear
-from engine.ppca import gaussian_loglik, linear_start, ppca_mle
+from engine.ppca import gaussian_loglik, linear_mle, linear_start, ppca_mle
 from engine.selection import candidate_scores, choose_m
 from engine.simulate import Dataset, simulate
 from engine.trainer import MIN_LR_FACTOR, Convergence, RunResult, monitor_points, train
